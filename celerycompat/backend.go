@@ -1,0 +1,478 @@
+package celerycompat
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// DefaultResultExpires is Celery's result_expires default: results live one day (SETEX 86400).
+const DefaultResultExpires = 24 * time.Hour
+
+// BackendConfig configures a Backend. The zero value matches a default Celery 5.2 app: no key
+// prefix, results kept 24 h, naive UTC date_done, no extended fields.
+type BackendConfig struct {
+	// Keys builds the result keys; only ResultPrefix (Celery >= 5.3
+	// result_backend_transport_options global_keyprefix) matters here.
+	Keys Keys
+	// ResultExpires is Celery's result_expires: zero means 24 h (SETEX 86400), negative means
+	// never (plain SET). Positive values are truncated to whole seconds and must be >= 1 s.
+	ResultExpires time.Duration
+	// PeerVersion is the oldest Celery that reads our results. It picks the date_done format
+	// (naive UTC before 5.4, UTC "+00:00" in 5.4, the Timezone offset from 5.5). Zero means 5.2.
+	PeerVersion Version
+	// Timezone is the app timezone used for date_done when PeerVersion >= 5.5; nil means UTC.
+	Timezone *time.Location
+	// ResultExtended writes name, args, kwargs, worker, retries and queue like Celery's
+	// result_extended=True.
+	ResultExtended bool
+	// Codec encodes result values (JSON markers when Codec.PeerVersion >= 5.3) and decodes them.
+	// A zero Codec.PeerVersion takes PeerVersion.
+	Codec Codec
+	// Logger receives diagnostics (pub/sub reconnects); nil is silent.
+	Logger *slog.Logger
+	// Now is the clock for date_done; nil means time.Now.
+	Now func() time.Time
+}
+
+// Backend is Celery's Redis result backend: it stores task states the way a Python worker does
+// (including the PUBLISH that wakes Python's AsyncResult.get()), reads what Python stored, waits
+// for results over one shared pub/sub connection and keeps chord bookkeeping.
+//
+// A Backend is safe for concurrent use. The first AsyncResult wait starts one goroutine that
+// keeps one connection from the pool for pub/sub (size a MaxActive-limited pool for it) until
+// Close. Close stops that goroutine; it never closes the pool, which the caller owns.
+type Backend struct {
+	pool     Pool
+	cfg      BackendConfig
+	keys     Keys
+	codec    Codec
+	log      *slog.Logger
+	now      func() time.Time
+	ttl      int // result_expires in seconds; 0 = no expiry
+	consumer *resultConsumer
+}
+
+// NewBackend returns a result backend on pool, which the caller owns.
+func NewBackend(pool Pool, cfg BackendConfig) (*Backend, error) {
+	if pool == nil {
+		return nil, fmt.Errorf("%w: nil pool", ErrInvalidConfig)
+	}
+	if cfg.Codec.PeerVersion.IsZero() {
+		cfg.Codec.PeerVersion = cfg.PeerVersion
+	}
+	b := &Backend{pool: pool, cfg: cfg, keys: cfg.Keys, codec: cfg.Codec, log: cfg.Logger, now: cfg.Now}
+	switch {
+	case cfg.ResultExpires == 0:
+		b.ttl = int(DefaultResultExpires / time.Second)
+	case cfg.ResultExpires < 0:
+		b.ttl = 0
+	case cfg.ResultExpires < time.Second:
+		return nil, fmt.Errorf("%w: result_expires %v is under one second", ErrInvalidConfig, cfg.ResultExpires)
+	default:
+		b.ttl = int(cfg.ResultExpires / time.Second)
+	}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	b.consumer = newResultConsumer(pool, b.log)
+	return b, nil
+}
+
+// Close stops the pub/sub consumer: waiting Get calls return an error wrapping ErrBroker. Reads
+// and writes keep working. Close is idempotent.
+func (b *Backend) Close() error {
+	b.consumer.close()
+	return nil
+}
+
+// Keys returns the key builder the backend uses.
+func (b *Backend) Keys() Keys { return b.keys }
+
+// ResultMeta is one task's stored result (celery-task-meta-<id>), decoded.
+type ResultMeta struct {
+	TaskID string
+	Status State
+	// Result is the return value (SUCCESS), the STARTED info, a custom state's meta, or for
+	// RETRY/FAILURE/REVOKED a *TaskError (nil when a RETRY stored no exception). On write a
+	// *TaskError or error is stored as an exception dict and a json.RawMessage verbatim.
+	Result    any
+	Traceback string
+	// Children are result tuples (see ResultTuple); nil is written as [].
+	Children []any
+	// DateDone is set for ready states; on write nil means now.
+	DateDone *time.Time
+	GroupID  string
+	ParentID string
+	// Extended fields (result_extended=True).
+	Name    string
+	Args    []any
+	Kwargs  map[string]any
+	Worker  string
+	Retries *int
+	Queue   string
+	// Raw is the stored JSON (set by reads).
+	Raw []byte
+}
+
+func (b *Backend) conn(ctx context.Context) (redis.Conn, error) {
+	c, err := b.pool.GetContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: get connection: %w", ErrBroker, err)
+	}
+	return c, nil
+}
+
+// storeScript is Celery's _store_result (GET, keep an existing SUCCESS, else SETEX+PUBLISH) done
+// atomically, so two writers cannot both pass the SUCCESS check.
+//
+// KEYS[1] result key, also the pub/sub channel
+// ARGV[1] result JSON; ARGV[2] TTL seconds, "0" for a plain SET
+// returns 1 when stored and published, 0 when an existing SUCCESS was kept.
+var storeScript = redis.NewScript(1, `
+local cur = redis.call('GET', KEYS[1])
+if cur and string.find(cur, '"SUCCESS"', 1, true) then
+  local ok, meta = pcall(cjson.decode, cur)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
+    return 0
+  end
+end
+if ARGV[2] ~= '0' then
+  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+`)
+
+// StoreResult stores meta the way Celery's _store_result does: unless the key already holds
+// SUCCESS (which is never overwritten; stored is then false), it writes the JSON with SETEX
+// result_expires and PUBLISHes the same JSON on the key's channel, so Python's waiting
+// AsyncResult.get() wakes at once. The check and the write are one atomic Lua script.
+func (b *Backend) StoreResult(ctx context.Context, meta ResultMeta) (stored bool, err error) {
+	if meta.TaskID == "" {
+		return false, fmt.Errorf("%w: store result: empty task id", ErrInvalidConfig)
+	}
+	if meta.Status == "" {
+		return false, fmt.Errorf("%w: store result of task %s: empty status", ErrInvalidConfig, meta.TaskID)
+	}
+	data, err := b.encodeMeta(meta)
+	if err != nil {
+		return false, fmt.Errorf("celerycompat: store result of task %s: %w", meta.TaskID, err)
+	}
+	c, err := b.conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	n, err := redis.Int(storeScript.DoContext(ctx, c, b.keys.TaskMeta(meta.TaskID), data, strconv.Itoa(b.ttl)))
+	if err != nil {
+		return false, fmt.Errorf("%w: store result of task %s: %w", ErrBroker, meta.TaskID, err)
+	}
+	if n == 0 {
+		b.log.DebugContext(ctx, "kept existing SUCCESS result", "task_id", meta.TaskID, "status", string(meta.Status))
+	}
+	return n == 1, nil
+}
+
+// encodeMeta renders meta in the byte layout Celery writes: Python's json separators and key
+// order status, result, traceback, children, date_done, [group_id], [parent_id], [name, args,
+// kwargs, worker, retries, queue], task_id.
+func (b *Backend) encodeMeta(m ResultMeta) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteString(`{"status": `)
+	writePyString(&buf, string(m.Status))
+	buf.WriteString(`, "result": `)
+	res, err := b.encodeResult(m.Result)
+	if err != nil {
+		return nil, &metaFieldError{"result", err}
+	}
+	buf.Write(res)
+	buf.WriteString(`, "traceback": `)
+	writePyStringOrNull(&buf, m.Traceback)
+	children := m.Children
+	if children == nil {
+		children = []any{}
+	}
+	ch, err := b.codec.MarshalValue(children)
+	if err != nil {
+		return nil, &metaFieldError{"children", err}
+	}
+	buf.WriteString(`, "children": `)
+	buf.Write(ch)
+	buf.WriteString(`, "date_done": `)
+	if m.Status.Ready() {
+		t := b.now()
+		if m.DateDone != nil {
+			t = *m.DateDone
+		}
+		writePyString(&buf, b.formatDateDone(t))
+	} else {
+		buf.WriteString("null")
+	}
+	if m.GroupID != "" {
+		buf.WriteString(`, "group_id": `)
+		writePyString(&buf, m.GroupID)
+	}
+	if m.ParentID != "" {
+		buf.WriteString(`, "parent_id": `)
+		writePyString(&buf, m.ParentID)
+	}
+	if b.cfg.ResultExtended {
+		if err := b.encodeExtended(&buf, m); err != nil {
+			return nil, err
+		}
+	}
+	buf.WriteString(`, "task_id": `)
+	writePyString(&buf, m.TaskID)
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
+
+func (b *Backend) encodeExtended(buf *bytes.Buffer, m ResultMeta) error {
+	buf.WriteString(`, "name": `)
+	writePyStringOrNull(buf, m.Name)
+	var args any = m.Args
+	if m.Args == nil {
+		args = []any{}
+	}
+	var kwargs any = m.Kwargs
+	if m.Kwargs == nil {
+		kwargs = map[string]any{}
+	}
+	for _, f := range []struct {
+		name string
+		v    any
+	}{{"args", args}, {"kwargs", kwargs}} {
+		enc, err := b.codec.MarshalValue(f.v)
+		if err != nil {
+			return &metaFieldError{f.name, err}
+		}
+		buf.WriteString(`, "` + f.name + `": `)
+		buf.Write(enc)
+	}
+	buf.WriteString(`, "worker": `)
+	writePyStringOrNull(buf, m.Worker)
+	buf.WriteString(`, "retries": `)
+	if m.Retries != nil {
+		buf.WriteString(strconv.Itoa(*m.Retries))
+	} else {
+		buf.WriteString("null")
+	}
+	buf.WriteString(`, "queue": `)
+	writePyStringOrNull(buf, m.Queue)
+	return nil
+}
+
+func (b *Backend) encodeResult(v any) ([]byte, error) {
+	switch r := v.(type) {
+	case json.RawMessage:
+		if !json.Valid(r) {
+			return nil, fmt.Errorf("%w: invalid json.RawMessage", ErrEncode)
+		}
+		return r, nil
+	case *TaskError:
+		if r == nil {
+			return []byte("null"), nil
+		}
+		return b.codec.marshalTaskError(r)
+	case error:
+		return b.codec.marshalTaskError(ErrorToTaskError(r))
+	}
+	return b.codec.MarshalValue(v)
+}
+
+// formatDateDone writes date_done as the peer's Celery does: naive UTC isoformat before 5.4,
+// UTC with "+00:00" in 5.4, the app timezone's offset from 5.5.
+func (b *Backend) formatDateDone(t time.Time) string {
+	v := b.cfg.PeerVersion
+	switch {
+	case !v.AtLeast(Celery54):
+		s := PyISOFormat(t.UTC())
+		s = strings.TrimSuffix(strings.TrimSuffix(s, "+00:00"), "Z")
+		return s
+	case !v.AtLeast(Celery55) || b.cfg.Timezone == nil:
+		return PyISOFormat(t.UTC())
+	default:
+		return PyISOFormat(t.In(b.cfg.Timezone))
+	}
+}
+
+// metaFieldError names the meta field a value failed to encode in.
+type metaFieldError struct {
+	field string
+	err   error
+}
+
+func (e *metaFieldError) Error() string { return "encode " + e.field + ": " + e.err.Error() }
+func (e *metaFieldError) Unwrap() error { return e.err }
+
+// writeJSON writes s as a JSON string the way Python's json.dumps does (ensure_ascii).
+func writePyString(buf *bytes.Buffer, s string) {
+	q, err := Codec{}.MarshalValue(s)
+	if err != nil { // cannot happen for a string; stay valid regardless
+		q, _ = json.Marshal(s)
+	}
+	buf.Write(q)
+}
+
+func writePyStringOrNull(buf *bytes.Buffer, s string) {
+	if s == "" {
+		buf.WriteString("null")
+		return
+	}
+	writePyString(buf, s)
+}
+
+// GetMeta reads the stored result of task id. A missing key gives Status PENDING (Celery never
+// stores PENDING). Values written by Celery 5.2 through 5.7 decode, including kombu's JSON
+// markers and every date_done format; an undecodable field gives an error wrapping a
+// *DecodeError that names it.
+func (b *Backend) GetMeta(ctx context.Context, id string) (*ResultMeta, error) {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	raw, err := redis.Bytes(redis.DoContext(c, ctx, "GET", b.keys.TaskMeta(id)))
+	if errors.Is(err, redis.ErrNil) {
+		return &ResultMeta{TaskID: id, Status: StatePending}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: get result of task %s: %w", ErrBroker, id, err)
+	}
+	return b.decodeMeta(id, raw)
+}
+
+// Forget deletes the stored result of task id (AsyncResult.forget).
+func (b *Backend) Forget(ctx context.Context, id string) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := redis.DoContext(c, ctx, "DEL", b.keys.TaskMeta(id)); err != nil {
+		return fmt.Errorf("%w: forget task %s: %w", ErrBroker, id, err)
+	}
+	return nil
+}
+
+// decodeMeta decodes a stored or published result value of task id.
+func (b *Backend) decodeMeta(id string, raw []byte) (*ResultMeta, error) {
+	fail := func(field string, err error) error {
+		var inner *DecodeError
+		if errors.As(err, &inner) && inner.Field == "value" {
+			err = inner.Err // UnmarshalValue's own wrapper: name our field instead
+		}
+		return fmt.Errorf("celerycompat: result of task %s: %w", id, &DecodeError{Field: field, Err: err})
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return nil, fail("meta", err)
+	}
+	m := &ResultMeta{TaskID: id, Raw: raw}
+	var err error
+	str := func(field string, dst *string) {
+		if err != nil {
+			return
+		}
+		if v, ok := top[field]; ok && !isJSONNull(v) {
+			if e := json.Unmarshal(v, dst); e != nil {
+				err = fail(field, e)
+			}
+		}
+	}
+	var status string
+	if _, ok := top["status"]; !ok {
+		return nil, fail("status", errors.New("missing"))
+	}
+	str("status", &status)
+	m.Status = State(status)
+	str("traceback", &m.Traceback)
+	str("group_id", &m.GroupID)
+	str("parent_id", &m.ParentID)
+	str("name", &m.Name)
+	str("worker", &m.Worker)
+	str("queue", &m.Queue)
+	str("task_id", &m.TaskID)
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := top["result"]; ok {
+		if m.Result, err = b.codec.UnmarshalValue(v); err != nil {
+			return nil, fail("result", err)
+		}
+	}
+	if m.Status.IsException() && m.Result != nil {
+		if m.Result, err = taskErrorFromValue(m.Result, m.Status, m.Traceback, "result"); err != nil {
+			return nil, fmt.Errorf("celerycompat: result of task %s: %w", id, err)
+		}
+	}
+	if v, ok := top["date_done"]; ok && !isJSONNull(v) {
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return nil, fail("date_done", err)
+		}
+		t, err := ParsePyTime(s)
+		if err != nil {
+			return nil, fail("date_done", err)
+		}
+		m.DateDone = &t
+	}
+	for _, f := range []struct {
+		name string
+		dst  any
+	}{{"children", &m.Children}, {"args", &m.Args}, {"kwargs", &m.Kwargs}} {
+		v, ok := top[f.name]
+		if !ok || isJSONNull(v) {
+			continue
+		}
+		val, err := b.codec.UnmarshalValue(v)
+		if err != nil {
+			return nil, fail(f.name, err)
+		}
+		if err := assignDecoded(f.dst, val); err != nil {
+			return nil, fail(f.name, err)
+		}
+	}
+	if v, ok := top["retries"]; ok && !isJSONNull(v) {
+		var n int
+		if err := json.Unmarshal(v, &n); err != nil {
+			return nil, fail("retries", err)
+		}
+		m.Retries = &n
+	}
+	return m, nil
+}
+
+func assignDecoded(dst, val any) error {
+	switch d := dst.(type) {
+	case *[]any:
+		l, ok := val.([]any)
+		if !ok {
+			return fmt.Errorf("%T is not a list", val)
+		}
+		*d = l
+	case *map[string]any:
+		o, ok := val.(map[string]any)
+		if !ok {
+			return fmt.Errorf("%T is not an object", val)
+		}
+		*d = o
+	}
+	return nil
+}
+
+func isJSONNull(v json.RawMessage) bool { return string(bytes.TrimSpace(v)) == "null" }

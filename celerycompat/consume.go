@@ -1,0 +1,343 @@
+package celerycompat
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/google/uuid"
+)
+
+// Delivery is one message taken from a queue and recorded as un-acked (kombu's unacked hash and
+// unacked_index), so that any worker's restore sweep, Python or Go, puts it back if it is never
+// acknowledged.
+type Delivery struct {
+	Raw   []byte // the envelope exactly as it was in the list
+	List  string // the list it was popped from (with prefix and priority suffix)
+	Queue string // the queue name
+	Tag   string // properties.delivery_tag
+	// Message is the decoded message; nil when DecodeErr is set.
+	Message   *Message
+	DecodeErr error
+	// Poisoned is set when the envelope was unreadable even to the fetch script (not JSON, or
+	// without the properties a kombu consumer needs). It is already in the dead-letter list with
+	// Reason and is not held: nothing is left to ack.
+	Poisoned bool
+	Reason   string
+}
+
+// FetchLists returns the lists to pop from for queues, in kombu's order: priority-major, then the
+// queues in the order given (rotate it for round-robin fairness).
+func (b *Broker) FetchLists(queues []string) []string {
+	lists := make([]string, 0, len(queues)*len(PrioritySteps))
+	for _, s := range PrioritySteps {
+		for _, q := range queues {
+			lists = append(lists, b.keys.Queue(q, s))
+		}
+	}
+	return lists
+}
+
+// Fetch atomically pops the first waiting message from lists (in order) and records it as
+// un-acked. It returns nil, nil when all lists are empty. A message that cannot be decoded is
+// returned with DecodeErr set (still held: dead-letter or ack it).
+func (b *Broker) Fetch(ctx context.Context, lists []string) (*Delivery, error) {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	keys := make([]any, 0, 4+len(lists)+2)
+	keys = append(keys, 3+len(lists), b.keys.Unacked(), b.keys.UnackedIndex(), b.keys.DeadLetter())
+	for _, l := range lists {
+		keys = append(keys, l)
+	}
+	now := b.now()
+	keys = append(keys, unixScore(now), now.UTC().Format(time.RFC3339Nano))
+	reply, err := redis.Values(fetchScript.DoContext(ctx, c, keys...))
+	if errors.Is(err, redis.ErrNil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: fetch: %w", ErrBroker, err)
+	}
+	var idx int
+	var raw []byte
+	var tag, reason string
+	if _, err := redis.Scan(reply, &idx, &raw, &tag, &reason); err != nil {
+		return nil, fmt.Errorf("%w: fetch reply: %w", ErrBroker, err)
+	}
+	d := &Delivery{Raw: raw, List: lists[idx], Queue: b.keys.QueueOf(lists[idx]), Tag: tag}
+	if reason != "" {
+		d.Poisoned, d.Reason = true, reason
+		d.DecodeErr = &DecodeError{Field: "envelope", Err: errors.New(reason)}
+		return d, nil
+	}
+	d.Message, d.DecodeErr = b.codec.Decode(raw)
+	return d, nil
+}
+
+func unixScore(t time.Time) string {
+	return strconv.FormatFloat(float64(t.UnixNano())/1e9, 'f', 6, 64)
+}
+
+// Ack removes a delivered message from the un-acked set (kombu's basic_ack).
+func (b *Broker) Ack(ctx context.Context, tag string) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.Send("MULTI")
+	_ = c.Send("ZREM", b.keys.UnackedIndex(), tag)
+	_ = c.Send("HDEL", b.keys.Unacked(), tag)
+	if _, err := c.Do("EXEC"); err != nil {
+		return fmt.Errorf("%w: ack %s: %w", ErrBroker, tag, err)
+	}
+	return nil
+}
+
+// DeadLetter is one element of the dead-letter list.
+type DeadLetter struct {
+	Reason string    `json:"reason"`
+	Queue  string    `json:"queue"`
+	Time   string    `json:"time"`
+	Tag    string    `json:"tag"`
+	TaskID string    `json:"task_id,omitempty"`
+	Task   string    `json:"task,omitempty"`
+	Raw    []byte    `json:"-"` // the original envelope bytes
+	At     time.Time `json:"-"` // Time parsed
+}
+
+func encodeDeadLetter(dl DeadLetter, raw []byte) []byte {
+	meta, _ := json.Marshal(dl) // plain strings only: cannot fail
+	out := make([]byte, 0, len(meta)+1+len(raw))
+	out = append(append(append(out, meta...), '\n'), raw...)
+	return out
+}
+
+// DeadLetterDelivery moves a held delivery to the dead-letter list with reason, atomically
+// removing it from the un-acked set. It reports false when the message was no longer held.
+func (b *Broker) DeadLetterDelivery(ctx context.Context, d *Delivery, reason string) (bool, error) {
+	if d.Poisoned {
+		return true, nil // the fetch script already moved it
+	}
+	dl := DeadLetter{Reason: reason, Queue: d.List, Time: b.now().UTC().Format(time.RFC3339Nano), Tag: d.Tag}
+	if d.Message != nil {
+		dl.TaskID, dl.Task = d.Message.ID, d.Message.Task
+	}
+	c, err := b.conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	n, err := redis.Int(deadLetterScript.DoContext(ctx, c, b.keys.Unacked(), b.keys.UnackedIndex(),
+		b.keys.DeadLetter(), d.Tag, encodeDeadLetter(dl, d.Raw)))
+	if err != nil {
+		return false, fmt.Errorf("%w: dead-letter %s: %w", ErrBroker, d.Tag, err)
+	}
+	return n == 1, nil
+}
+
+// DeadLetters lists up to limit dead-letter entries, newest first (limit <= 0: all).
+func (b *Broker) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error) {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	raws, err := redis.ByteSlices(c.Do("LRANGE", b.keys.DeadLetter(), 0, limit-1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: list dead letters: %w", ErrBroker, err)
+	}
+	out := make([]DeadLetter, 0, len(raws))
+	for i, r := range raws {
+		dl, err := parseDeadLetter(r)
+		if err != nil {
+			return out, fmt.Errorf("dead letter %d: %w", i, err)
+		}
+		out = append(out, dl)
+	}
+	return out, nil
+}
+
+func parseDeadLetter(r []byte) (DeadLetter, error) {
+	var dl DeadLetter
+	nl := -1
+	for i, c := range r {
+		if c == '\n' {
+			nl = i
+			break
+		}
+	}
+	if nl < 0 {
+		return dl, &DecodeError{Field: "deadletter", Err: errors.New("no newline after the metadata")}
+	}
+	if err := json.Unmarshal(r[:nl], &dl); err != nil {
+		return dl, &DecodeError{Field: "deadletter.meta", Err: err}
+	}
+	dl.Raw = append([]byte(nil), r[nl+1:]...)
+	dl.At, _ = time.Parse(time.RFC3339Nano, dl.Time)
+	return dl, nil
+}
+
+// Refresh rewrites the un-acked score of tags to now, so that no restore sweep treats messages
+// this process still holds (running, prefetched or waiting for their ETA) as abandoned. Tags no
+// longer held are left alone (ZADD XX).
+func (b *Broker) Refresh(ctx context.Context, tags []string) error {
+	if len(tags) == 0 {
+		return nil
+	}
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	score := unixScore(b.now())
+	const chunk = 512
+	for start := 0; start < len(tags); start += chunk {
+		end := min(start+chunk, len(tags))
+		args := make([]any, 0, 2+2*(end-start))
+		args = append(args, b.keys.UnackedIndex(), "XX")
+		for _, t := range tags[start:end] {
+			args = append(args, score, t)
+		}
+		if err := c.Send("ZADD", args...); err != nil {
+			return fmt.Errorf("%w: refresh: %w", ErrBroker, err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("%w: refresh: %w", ErrBroker, err)
+	}
+	for start := 0; start < len(tags); start += chunk {
+		if _, err := c.Receive(); err != nil {
+			return fmt.Errorf("%w: refresh: %w", ErrBroker, err)
+		}
+	}
+	return nil
+}
+
+// Requeue puts a held delivery back on its queue and releases it: at the back of the line
+// (LPUSH, like kombu's reject with requeue) when back is true, otherwise at the front (RPUSH,
+// like kombu's restore). The message is marked redelivered.
+func (b *Broker) Requeue(ctx context.Context, tag string, back bool) (bool, error) {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	return b.restoreTag(ctx, c, tag, back)
+}
+
+// RestoreVisible is kombu's visibility-timeout sweep: under the shared unacked_mutex it puts back
+// every un-acked message delivered more than VisibilityTimeout ago, whichever worker (Python or
+// Go) took it. It returns how many were restored; skipped is true when another worker held the
+// lock.
+func (b *Broker) RestoreVisible(ctx context.Context) (restored int, skipped bool, err error) {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	defer c.Close()
+	token := uuid.NewString()
+	ok, err := redis.String(c.Do("SET", b.keys.UnackedMutex(), token, "NX", "PX", 300000))
+	if errors.Is(err, redis.ErrNil) {
+		return 0, true, nil
+	}
+	if err != nil || ok != "OK" {
+		return 0, false, fmt.Errorf("%w: take unacked_mutex: %v", ErrBroker, err)
+	}
+	defer releaseLockScript.DoContext(context.WithoutCancel(ctx), c, b.keys.UnackedMutex(), token) //nolint:errcheck // lock expires anyway
+	ceiling := unixScore(b.now().Add(-b.cfg.VisibilityTimeout))
+	tags, err := redis.Strings(c.Do("ZREVRANGEBYSCORE", b.keys.UnackedIndex(), ceiling, 0))
+	if err != nil {
+		return 0, false, fmt.Errorf("%w: list due un-acked messages: %w", ErrBroker, err)
+	}
+	var errs []error
+	for _, tag := range tags {
+		moved, err := b.restoreTag(ctx, c, tag, false)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if moved {
+			restored++
+		}
+	}
+	return restored, false, errors.Join(errs...)
+}
+
+// restoreTag moves one held message back to its queue with the redelivered flags set, if it is
+// still held unchanged.
+func (b *Broker) restoreTag(ctx context.Context, c redis.Conn, tag string, back bool) (bool, error) {
+	held, err := redis.Bytes(c.Do("HGET", b.keys.Unacked(), tag))
+	if errors.Is(err, redis.ErrNil) {
+		_, err = c.Do("ZREM", b.keys.UnackedIndex(), tag)
+		return false, err
+	}
+	if err != nil {
+		return false, fmt.Errorf("%w: read un-acked %s: %w", ErrBroker, tag, err)
+	}
+	var parts []json.RawMessage
+	var exchange, routingKey string
+	if err := json.Unmarshal(held, &parts); err != nil || len(parts) != 3 ||
+		json.Unmarshal(parts[1], &exchange) != nil || json.Unmarshal(parts[2], &routingKey) != nil {
+		return false, b.deadLetterHeld(ctx, c, tag, held, held, "un-acked entry is not [envelope, exchange, routing_key]")
+	}
+	env := []byte(parts[0])
+	priority := 0
+	if m, derr := b.codec.Decode(env); derr == nil {
+		m.Redelivered, m.DeliveryInfo.Redelivered = true, true
+		priority = m.Priority
+		if enc, eerr := b.codec.Encode(m); eerr == nil {
+			env = enc
+		}
+	} else {
+		priority = rawPriority(env)
+	}
+	target := b.keys.Queue(routingKey, PriorityStep(priority))
+	if exchange != "" {
+		lists, rerr := b.route(c, &Message{DeliveryInfo: DeliveryInfo{Exchange: exchange, RoutingKey: routingKey}, Priority: priority})
+		if errors.Is(rerr, ErrNoRoute) {
+			return false, b.deadLetterHeld(ctx, c, tag, held, parts[0], "restore: "+rerr.Error())
+		}
+		if rerr != nil {
+			return false, rerr
+		}
+		target = lists[0]
+	}
+	dir := "R"
+	if back {
+		dir = "L"
+	}
+	n, err := redis.Int(restoreScript.DoContext(ctx, c, b.keys.Unacked(), b.keys.UnackedIndex(), target, tag, held, env, dir))
+	if err != nil {
+		return false, fmt.Errorf("%w: restore %s: %w", ErrBroker, tag, err)
+	}
+	return n == 1, nil
+}
+
+func (b *Broker) deadLetterHeld(ctx context.Context, c redis.Conn, tag string, held, raw []byte, reason string) error {
+	dl := DeadLetter{Reason: reason, Time: b.now().UTC().Format(time.RFC3339Nano), Tag: tag}
+	_, err := deadLetterScript.DoContext(ctx, c, b.keys.Unacked(), b.keys.UnackedIndex(), b.keys.DeadLetter(), tag, encodeDeadLetter(dl, raw))
+	if err != nil {
+		return fmt.Errorf("%w: dead-letter %s: %w", ErrBroker, tag, err)
+	}
+	return nil
+}
+
+// rawPriority reads properties.priority from an envelope the codec refused (kombu restores
+// those too).
+func rawPriority(env []byte) int {
+	var e struct {
+		Properties struct {
+			Priority int `json:"priority"`
+		} `json:"properties"`
+	}
+	_ = json.Unmarshal(env, &e)
+	return min(max(e.Properties.Priority, 0), 9)
+}

@@ -1,0 +1,137 @@
+package celerycompat
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+)
+
+// State is a Celery task state as stored in the result backend's "status" field
+// (celery/states.py). Custom states (update_state(state="PROGRESS")) are valid too: they are
+// neither ready nor exceptions.
+type State string
+
+// The built-in Celery states.
+const (
+	StatePending  State = "PENDING"  // unknown or not yet run; never stored, a missing key means it
+	StateReceived State = "RECEIVED" // received by a worker (events only)
+	StateStarted  State = "STARTED"  // task_track_started: result is {"pid", "hostname"}
+	StateSuccess  State = "SUCCESS"  // finished; result is the return value
+	StateFailure  State = "FAILURE"  // raised; result is an exception dict
+	StateRetry    State = "RETRY"    // will be retried; result is the exception dict (or null)
+	StateRevoked  State = "REVOKED"  // revoked or expired; result is a TaskRevokedError dict
+	StateRejected State = "REJECTED" // rejected by the worker
+	StateIgnored  State = "IGNORED"  // the task raised Ignore
+)
+
+// Ready reports whether s is final (Celery's READY_STATES: SUCCESS, FAILURE, REVOKED). A result
+// in a ready state gets a date_done, and AsyncResult.Get returns once it sees one.
+func (s State) Ready() bool {
+	return s == StateSuccess || s == StateFailure || s == StateRevoked
+}
+
+// Propagates reports whether Get turns s into an error (PROPAGATE_STATES: FAILURE, REVOKED).
+func (s State) Propagates() bool { return s == StateFailure || s == StateRevoked }
+
+// IsException reports whether the stored result of s is an exception dict (EXCEPTION_STATES:
+// RETRY, FAILURE, REVOKED).
+func (s State) IsException() bool { return s == StateRetry || s.Propagates() }
+
+func (s State) String() string { return string(s) }
+
+// Revocation reasons, the exc_message Celery stores in a TaskRevokedError.
+const (
+	RevokedReasonRevoked    = "revoked"
+	RevokedReasonExpired    = "expired"
+	RevokedReasonTerminated = "terminated"
+)
+
+// MarkOption adds request details to what a Mark* call stores. Later options win.
+type MarkOption func(*ResultMeta)
+
+// WithGroupID stores group_id (the task is a group or chord member).
+func WithGroupID(groupID string) MarkOption { return func(m *ResultMeta) { m.GroupID = groupID } }
+
+// WithParentID stores parent_id (the task was published by another task).
+func WithParentID(parentID string) MarkOption { return func(m *ResultMeta) { m.ParentID = parentID } }
+
+// WithChildren stores children: result tuples such as ResultTuple(id), for the tasks this one
+// published (callbacks, the next chain link, a retry).
+func WithChildren(children ...any) MarkOption {
+	return func(m *ResultMeta) { m.Children = children }
+}
+
+// WithRequest copies from the message being executed what Celery copies from its request:
+// group_id, parent_id and, when the backend has ResultExtended, the task name, args, kwargs,
+// retries and queue (the routing key), plus worker = hostname.
+func WithRequest(msg *Message, hostname string) MarkOption {
+	return func(m *ResultMeta) {
+		if msg == nil {
+			return
+		}
+		m.GroupID, m.ParentID = msg.Group, msg.ParentID
+		m.Name, m.Args, m.Kwargs = msg.Task, msg.Args, msg.Kwargs
+		m.Worker, m.Queue = hostname, msg.DeliveryInfo.RoutingKey
+		retries := msg.Retries
+		m.Retries = &retries
+	}
+}
+
+// ResultTuple is the JSON form of an AsyncResult in "children": [[id, parent], null], with the
+// parent tuple null.
+func ResultTuple(taskID string) any { return []any{[]any{taskID, nil}, nil} }
+
+func (b *Backend) mark(ctx context.Context, m ResultMeta, opts []MarkOption) (bool, error) {
+	for _, o := range opts {
+		o(&m)
+	}
+	return b.StoreResult(ctx, m)
+}
+
+// MarkStarted stores STARTED with result {"pid": pid, "hostname": hostname}, as a worker with
+// task_track_started does before running the task.
+func (b *Backend) MarkStarted(ctx context.Context, id string, pid int, hostname string, opts ...MarkOption) (bool, error) {
+	h, _ := json.Marshal(hostname) // a string cannot fail
+	res := json.RawMessage(`{"pid": ` + strconv.Itoa(pid) + `, "hostname": ` + string(h) + `}`)
+	return b.mark(ctx, ResultMeta{TaskID: id, Status: StateStarted, Result: res}, opts)
+}
+
+// MarkSuccess stores SUCCESS with the task's return value.
+func (b *Backend) MarkSuccess(ctx context.Context, id string, result any, opts ...MarkOption) (bool, error) {
+	return b.mark(ctx, ResultMeta{TaskID: id, Status: StateSuccess, Result: result}, opts)
+}
+
+// MarkFailure stores FAILURE with err as an exception dict (see ErrorToTaskError) and the
+// traceback text (the TaskError's own Traceback when traceback is empty).
+func (b *Backend) MarkFailure(ctx context.Context, id string, err error, traceback string, opts ...MarkOption) (bool, error) {
+	te := ErrorToTaskError(err)
+	if traceback == "" && te != nil {
+		traceback = te.Traceback
+	}
+	return b.mark(ctx, ResultMeta{TaskID: id, Status: StateFailure, Result: te, Traceback: traceback}, opts)
+}
+
+// MarkRetry stores RETRY with err as an exception dict (null when err is nil) and, unless
+// WithChildren says otherwise, children = the re-sent message itself, as Celery does.
+func (b *Backend) MarkRetry(ctx context.Context, id string, err error, traceback string, opts ...MarkOption) (bool, error) {
+	m := ResultMeta{TaskID: id, Status: StateRetry, Traceback: traceback, Children: []any{ResultTuple(id)}}
+	if err != nil {
+		te := ErrorToTaskError(err)
+		m.Result = te
+		if traceback == "" {
+			m.Traceback = te.Traceback
+		}
+	}
+	return b.mark(ctx, m, opts)
+}
+
+// MarkRevoked stores REVOKED with a celery.exceptions.TaskRevokedError whose message is reason
+// ("revoked", "expired" or "terminated"; empty means "revoked"). Python's get() raises
+// TaskRevokedError for it.
+func (b *Backend) MarkRevoked(ctx context.Context, id string, reason string, opts ...MarkOption) (bool, error) {
+	if reason == "" {
+		reason = RevokedReasonRevoked
+	}
+	te := &TaskError{ExcType: "TaskRevokedError", ExcModule: "celery.exceptions", ExcMessage: []any{reason}}
+	return b.mark(ctx, ResultMeta{TaskID: id, Status: StateRevoked, Result: te}, opts)
+}

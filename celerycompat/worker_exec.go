@@ -1,0 +1,256 @@
+package celerycompat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+)
+
+// hookRetryTimeout bounds how long a failing effect hook is retried before the message is put
+// back (not acked) so the task runs again later.
+const hookRetryTimeout = 30 * time.Second
+
+// Errors of Celery's billiard time limits, stored with module billiard.exceptions.
+var (
+	errSoftTimeLimit = errors.New("SoftTimeLimitExceeded")
+	errTerminated    = errors.New("terminated")
+)
+
+func (w *Worker) execLoop(ctx context.Context) {
+	for it := range w.ready {
+		w.mu.Lock()
+		if it.state != stReserved {
+			w.mu.Unlock()
+			continue
+		}
+		it.state = stActive
+		it.started = w.now()
+		w.mu.Unlock()
+		w.execute(ctx, it)
+	}
+}
+
+// outcome is what a handler run produced.
+type outcome struct {
+	result    any
+	err       error
+	taskErr   *TaskError
+	traceback string
+	retry     *RetryError
+	state     State
+}
+
+// execute runs one task and performs its effects in Celery's order: publish callbacks and the
+// next chain step, store the result, fire the hooks, then acknowledge.
+func (w *Worker) execute(ctx context.Context, it *inflight) {
+	m, req := it.msg, it.req
+	if w.expired(it) {
+		w.revoke(ctx, it, RevokedReasonExpired)
+		return
+	}
+	if w.cfg.AcksEarly {
+		w.ackOrLeave(ctx, it)
+		w.mu.Lock()
+		w.releaseSlot(it)
+		w.mu.Unlock()
+	}
+	if w.trackStarted(it) && w.cfg.Backend != nil {
+		w.effect(ctx, it, "store STARTED", func(ctx context.Context) error {
+			_, err := w.cfg.Backend.MarkStarted(ctx, m.ID, w.pid, w.cfg.Hostname)
+			return err
+		})
+	}
+	w.fireOnly(ctx, "task_prerun", it, func() error {
+		return w.hooks.prerun.fire(ctx, m.Task, &TaskPrerun{TaskID: m.ID, Task: m.Task, Args: m.Args, Kwargs: m.Kwargs, Request: req}, w.logPanic)
+	})
+
+	out := w.run(ctx, it)
+	w.stats.count(m.Task)
+
+	var ok bool
+	switch {
+	case out.retry != nil:
+		ok = w.onRetry(ctx, it, &out)
+	case out.state == StateFailure:
+		ok = w.onFailure(ctx, it, &out)
+	default:
+		ok = w.onSuccess(ctx, it, &out)
+	}
+	w.fireOnly(ctx, "task_postrun", it, func() error {
+		return w.hooks.postrun.fire(ctx, m.Task, &TaskPostrun{TaskID: m.ID, Task: m.Task, Args: m.Args, Kwargs: m.Kwargs, Retval: out.result, State: out.state, Request: req}, w.logPanic)
+	})
+	if ok {
+		if !w.cfg.AcksEarly {
+			w.ackOrLeave(ctx, it)
+		}
+	} else if !w.cfg.AcksEarly {
+		// An effect did not happen: put the message back so the task runs again later.
+		if _, err := w.broker.Requeue(context.WithoutCancel(ctx), it.d.Tag, true); err != nil {
+			w.log.Error("could not requeue after a failed effect; the restore sweep will", "task_id", m.ID, "error", err)
+		}
+	}
+	w.finish(it)
+}
+
+func (w *Worker) trackStarted(it *inflight) bool {
+	if it.cfg.ignoreResult {
+		return false
+	}
+	if it.cfg.trackStarted != nil {
+		return *it.cfg.trackStarted
+	}
+	return w.cfg.TrackStarted
+}
+
+// limits returns the hard and soft time limits: the message header wins over the registration.
+func (it *inflight) limits() (hard, soft time.Duration) {
+	hard, soft = it.cfg.timeLimit, it.cfg.softTimeLimit
+	if tl := it.msg.TimeLimit; tl.Hard != nil && *tl.Hard > 0 {
+		hard = time.Duration(*tl.Hard * float64(time.Second))
+	}
+	if tl := it.msg.TimeLimit; tl.Soft != nil && *tl.Soft > 0 {
+		soft = time.Duration(*tl.Soft * float64(time.Second))
+	}
+	return hard, soft
+}
+
+// run calls the handler under the task's time limits, recovering panics.
+func (w *Worker) run(ctx context.Context, it *inflight) outcome {
+	hard, soft := it.limits()
+	taskCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w.mu.Lock()
+	it.cancel = cancel
+	w.mu.Unlock()
+	if soft > 0 {
+		t := time.AfterFunc(soft, func() { cancel(errSoftTimeLimit) })
+		defer t.Stop()
+	}
+	type ret struct {
+		v   any
+		err error
+	}
+	done := make(chan ret, 1)
+	go func() {
+		var r ret
+		defer func() {
+			if p := recover(); p != nil {
+				r = ret{err: &HookPanicError{Value: p, Stack: debug.Stack()}}
+			}
+			done <- r
+		}()
+		r.v, r.err = it.handler.ServeTask(taskCtx, it.req)
+	}()
+	var hardC <-chan time.Time
+	if hard > 0 {
+		t := time.NewTimer(hard)
+		defer t.Stop()
+		hardC = t.C
+	}
+	var r ret
+	select {
+	case r = <-done:
+	case <-hardC:
+		cancel(context.DeadlineExceeded)
+		te := &TaskError{ExcType: "TimeLimitExceeded", ExcModule: "billiard.exceptions", ExcMessage: []any{hard.Seconds()}}
+		return outcome{err: te, taskErr: te, state: StateFailure, traceback: "TimeLimitExceeded: hard time limit (" + hard.String() + ") exceeded"}
+	}
+	if r.err == nil {
+		return outcome{result: r.v, state: StateSuccess}
+	}
+	if retry := it.cfg.asRetry(r.err, it.msg.Retries); retry != nil {
+		return outcome{err: r.err, retry: retry, state: StateRetry}
+	}
+	out := outcome{err: r.err, state: StateFailure}
+	out.taskErr, out.traceback = w.toTaskError(taskCtx, r.err)
+	return out
+}
+
+// toTaskError converts a handler error to Celery's exception format with a traceback.
+func (w *Worker) toTaskError(taskCtx context.Context, err error) (*TaskError, string) {
+	var pe *HookPanicError
+	if errors.As(err, &pe) {
+		te := &TaskError{ExcType: "GoPanic", ExcModule: "celerybridge", ExcMessage: []any{fmt.Sprint(pe.Value)}}
+		return te, fmt.Sprintf("Traceback (most recent call last):\npanic: %v\n\n%s", pe.Value, pe.Stack)
+	}
+	if errors.Is(context.Cause(taskCtx), errSoftTimeLimit) && errors.Is(err, context.Canceled) {
+		te := &TaskError{ExcType: "SoftTimeLimitExceeded", ExcModule: "billiard.exceptions", ExcMessage: []any{"SoftTimeLimitExceeded()"}}
+		return te, "SoftTimeLimitExceeded: soft time limit exceeded"
+	}
+	var conv interface{ TaskError() *TaskError }
+	var te *TaskError
+	if errors.As(err, &conv) {
+		te = conv.TaskError()
+	} else {
+		te = ErrorToTaskError(err)
+	}
+	tb := te.Traceback
+	if tb == "" {
+		tb = "Traceback (most recent call last):\n  (Go handler)\n" + te.ExcType + ": " + err.Error() + "\n"
+	}
+	return te, tb
+}
+
+// ackOrLeave acknowledges, retrying through a Redis outage until the worker is hard-stopped
+// (then the message stays un-acked and is restored: the task runs again, nothing is lost).
+func (w *Worker) ackOrLeave(ctx context.Context, it *inflight) {
+	w.effect(ctx, it, "ack", func(ctx context.Context) error { return w.broker.Ack(ctx, it.d.Tag) })
+}
+
+// effect runs a broker or backend step, retrying with backoff through Redis outages until it
+// succeeds or ctx (the worker's hard stop) ends. It reports success.
+func (w *Worker) effect(ctx context.Context, it *inflight, what string, fn func(context.Context) error) bool {
+	for {
+		err := fn(ctx)
+		if err == nil {
+			w.outage.ok()
+			return true
+		}
+		if !errors.Is(err, ErrBroker) || ctx.Err() != nil {
+			w.log.Error("task effect failed", "op", what, "task_id", it.msg.ID, "task", it.msg.Task, "error", err)
+			return false
+		}
+		d := w.outage.fail(what, err)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// fireHook runs an effect hook (success, failure, retry, revoked): an error is retried with
+// backoff for up to hookRetryTimeout; it reports whether the hooks finally succeeded.
+func (w *Worker) fireHook(ctx context.Context, it *inflight, name string, fire func(context.Context) error) bool {
+	deadline := time.Now().Add(hookRetryTimeout)
+	delay := 50 * time.Millisecond
+	for {
+		err := fire(ctx)
+		if err == nil {
+			return true
+		}
+		w.log.Warn("hook failed", "hook", name, "task_id", it.msg.ID, "task", it.msg.Task, "error", err)
+		if time.Now().Add(delay).After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return false
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+// fireOnly runs an informational hook (received, prerun, postrun): errors are logged only.
+func (w *Worker) fireOnly(_ context.Context, name string, it *inflight, fire func() error) {
+	if err := fire(); err != nil {
+		task := ""
+		if it.msg != nil {
+			task = it.msg.Task
+		}
+		w.log.Warn("hook failed", "hook", name, "task", task, "error", err)
+	}
+}
