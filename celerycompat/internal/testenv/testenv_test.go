@@ -156,3 +156,17 @@ func TestCapappImports(t *testing.T) {
 		})
 	}
 }
+
+// A server whose port is already in use must not be mistaken for the one holding it.
+func TestStartOnTakenPort(t *testing.T) {
+	a := StartRedis(t)
+	b := &Redis{t: t, bin: a.bin, dir: t.TempDir(), Port: a.Port}
+	defer b.Stop()
+	if err := b.start(); err == nil {
+		t.Fatal("start on a port held by another redis-server succeeded")
+	}
+	// a is untouched.
+	if got := a.Do(0, "PING"); got != "PONG" {
+		t.Errorf("PING a = %v", got)
+	}
+}
