@@ -18,7 +18,7 @@ import (
 
 // wstack is a real redis-server with a broker, backend and producer on DB 0 / DB 1.
 type wstack struct {
-	t        *testing.T
+	t        testing.TB
 	r        *testenv.Redis
 	pool     *redis.Pool
 	rpool    *redis.Pool
@@ -27,7 +27,9 @@ type wstack struct {
 	producer *cc.Producer
 }
 
-func newWStack(t *testing.T, bcfg cc.BrokerConfig) *wstack {
+func newWStack(t *testing.T, bcfg cc.BrokerConfig) *wstack { return newWStackTB(t, bcfg) }
+
+func newWStackTB(t testing.TB, bcfg cc.BrokerConfig) *wstack {
 	t.Helper()
 	r := testenv.StartRedis(t)
 	s := &wstack{t: t, r: r, pool: r.Pool(0), rpool: r.Pool(1)}
@@ -46,7 +48,9 @@ func newWStack(t *testing.T, bcfg cc.BrokerConfig) *wstack {
 }
 
 // runWorker starts w.Run in the background; the returned stop drains it and returns Run's error.
-func runWorker(t *testing.T, w *cc.Worker) (stop func() error) {
+func runWorker(t *testing.T, w *cc.Worker) (stop func() error) { return runWorkerTB(t, w) }
+
+func runWorkerTB(t testing.TB, w *cc.Worker) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -68,14 +72,16 @@ func runWorker(t *testing.T, w *cc.Worker) (stop func() error) {
 	return stop
 }
 
-func (s *wstack) newWorker(cfg cc.WorkerConfig) *cc.Worker {
-	s.t.Helper()
+func (s *wstack) newWorker(cfg cc.WorkerConfig) *cc.Worker { return s.newWorkerTB(s.t, cfg) }
+
+func (s *wstack) newWorkerTB(t testing.TB, cfg cc.WorkerConfig) *cc.Worker {
+	t.Helper()
 	if cfg.Backend == nil {
 		cfg.Backend = s.backend
 	}
 	w, err := cc.NewWorker(s.broker, cfg)
 	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return w
 }
