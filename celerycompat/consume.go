@@ -30,9 +30,9 @@ type Delivery struct {
 	Reason   string
 }
 
-// FetchLists returns the lists to pop from for queues, in kombu's order: priority-major, then the
-// queues in the order given (rotate it for round-robin fairness).
-func (b *Broker) FetchLists(queues []string) []string {
+// fetchLists returns the lists to pop from for queues, band-major: for each priority step, one
+// list per queue.
+func (b *Broker) fetchLists(queues []string) []string {
 	lists := make([]string, 0, len(queues)*len(PrioritySteps))
 	for _, s := range PrioritySteps {
 		for _, q := range queues {
@@ -42,43 +42,58 @@ func (b *Broker) FetchLists(queues []string) []string {
 	return lists
 }
 
-// Fetch atomically pops the first waiting message from lists (in order) and records it as
-// un-acked. It returns nil, nil when all lists are empty. A message that cannot be decoded is
-// returned with DecodeErr set (still held: dead-letter or ack it).
-func (b *Broker) Fetch(ctx context.Context, lists []string) (*Delivery, error) {
+// Fetch atomically takes up to max waiting messages from queues and records each as un-acked.
+// Messages come in kombu's order: priority-major (0 first), and within a priority the queues
+// round-robin starting with queues[0] (the queue that delivers moves to the end). It returns no
+// deliveries when every queue is empty. A message that cannot be decoded is returned with
+// DecodeErr set (still held: dead-letter or ack it); one the fetch script could not even read is
+// returned Poisoned, already dead-lettered.
+func (b *Broker) Fetch(ctx context.Context, queues []string, max int) ([]*Delivery, error) {
+	if len(queues) == 0 || max < 1 {
+		return nil, fmt.Errorf("%w: fetch needs a queue and max >= 1", ErrInvalidConfig)
+	}
 	c, err := b.conn(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	keys := make([]any, 0, 4+len(lists)+2)
-	keys = append(keys, 3+len(lists), b.keys.Unacked(), b.keys.UnackedIndex(), b.keys.DeadLetter())
+	lists := b.fetchLists(queues)
+	args := make([]any, 0, 4+len(lists)+4)
+	args = append(args, 3+len(lists), b.keys.Unacked(), b.keys.UnackedIndex(), b.keys.DeadLetter())
 	for _, l := range lists {
-		keys = append(keys, l)
+		args = append(args, l)
 	}
 	now := b.now()
-	keys = append(keys, unixScore(now), now.UTC().Format(time.RFC3339Nano))
-	reply, err := redis.Values(fetchScript.DoContext(ctx, c, keys...))
-	if errors.Is(err, redis.ErrNil) {
-		return nil, nil
-	}
+	args = append(args, unixScore(now), now.UTC().Format(time.RFC3339Nano), len(queues), max)
+	reply, err := redis.Values(fetchScript.DoContext(ctx, c, args...))
 	if err != nil {
 		return nil, fmt.Errorf("%w: fetch: %w", ErrBroker, err)
 	}
-	var idx int
-	var raw []byte
-	var tag, reason string
-	if _, err := redis.Scan(reply, &idx, &raw, &tag, &reason); err != nil {
-		return nil, fmt.Errorf("%w: fetch reply: %w", ErrBroker, err)
+	out := make([]*Delivery, 0, len(reply)/4)
+	for len(reply) >= 4 {
+		var qi int
+		var raw []byte
+		var tag, reason string
+		if _, err := redis.Scan(reply[:4], &qi, &raw, &tag, &reason); err != nil {
+			return out, fmt.Errorf("%w: fetch reply: %w", ErrBroker, err)
+		}
+		reply = reply[4:]
+		d := &Delivery{Raw: raw, Queue: queues[qi], Tag: tag}
+		if reason != "" {
+			d.List = b.keys.Queue(queues[qi], 0)
+			d.Poisoned, d.Reason = true, reason
+			d.DecodeErr = &DecodeError{Field: "envelope", Err: errors.New(reason)}
+			out = append(out, d)
+			continue
+		}
+		d.Message, d.DecodeErr = b.codec.Decode(raw)
+		d.List = b.keys.Queue(queues[qi], 0)
+		if d.Message != nil {
+			d.List = b.keys.Queue(queues[qi], PriorityStep(d.Message.Priority))
+		}
+		out = append(out, d)
 	}
-	d := &Delivery{Raw: raw, List: lists[idx], Queue: b.keys.QueueOf(lists[idx]), Tag: tag}
-	if reason != "" {
-		d.Poisoned, d.Reason = true, reason
-		d.DecodeErr = &DecodeError{Field: "envelope", Err: errors.New(reason)}
-		return d, nil
-	}
-	d.Message, d.DecodeErr = b.codec.Decode(raw)
-	return d, nil
+	return out, nil
 }
 
 func unixScore(t time.Time) string {

@@ -5,55 +5,83 @@ import "github.com/gomodule/redigo/redis"
 // Lua scripts. Each runs atomically on the Redis server; none rebuilds an envelope with
 // cjson.encode (which would turn [] into {} and reorder keys): envelopes are moved byte for byte.
 
-// fetchScript pops the first waiting message and records it as un-acked in the same step, closing
-// kombu's loss window between BRPOP and the MULTI that records the message (celery#7950).
+// fetchScript pops up to max waiting messages and records each as un-acked in the same atomic
+// step, closing kombu's loss window between BRPOP and the MULTI that records the message
+// (celery#7950).
 //
 //	KEYS[1] unacked hash, KEYS[2] unacked_index zset, KEYS[3] dead-letter list,
-//	KEYS[4..] the lists to try, in consumption order (priority-major, queues rotated).
-//	ARGV[1] delivery time (unix seconds, the score kombu writes), ARGV[2] dead-letter time (RFC 3339).
-//	Returns nil when every list is empty; otherwise {index of the list in KEYS[4..] (0-based),
-//	raw envelope, delivery tag ("" when poison), reason ("" when recorded)}.
+//	KEYS[4..] the lists, band-major: for each priority step, one list per queue (nq queues).
+//	ARGV[1] delivery time (unix seconds, the score kombu writes), ARGV[2] dead-letter time
+//	(RFC 3339), ARGV[3] nq, ARGV[4] max messages.
+//	Returns a flat array, four items per message: the queue's index (0-based, in the given
+//	order), the raw envelope, the delivery tag ("" when poison), the reason ("" when recorded).
 //
-// The envelope is decoded with pcall: an element that is not a JSON object with
-// properties.delivery_tag and delivery_info.exchange/routing_key (which a Python worker would
-// crash on, losing it) goes to the dead-letter list as "<meta json>\n<raw bytes>" in the same step.
+// Each message is taken in kombu's order: the first non-empty list, priority-major; within a
+// band the queue that just delivered moves to the end (round_robin_cycle), so one call is as fair
+// as one BRPOP per message. The envelope is decoded with pcall: an element that is not a JSON
+// object with properties.delivery_tag and delivery_info.exchange/routing_key (which a Python
+// worker would crash on, losing it) goes to the dead-letter list as "<meta json>\n<raw bytes>" in
+// the same step.
 var fetchScript = redis.NewScript(-1, `
 local now = ARGV[1]
-for i = 4, #KEYS do
-  local raw = redis.call('RPOP', KEYS[i])
-  if raw then
-    local ok, env = pcall(cjson.decode, raw)
-    local reason = ''
-    local tag, ex, rk
-    if not ok or type(env) ~= 'table' then
-      reason = 'envelope is not a JSON object'
-    else
-      local props = env['properties']
-      if type(props) == 'table' then
-        tag = props['delivery_tag']
-        local di = props['delivery_info']
-        if type(di) == 'table' then
-          ex = di['exchange']
-          rk = di['routing_key']
-        end
-      end
-      if type(tag) ~= 'string' or tag == '' then
-        reason = 'missing properties.delivery_tag'
-      elseif type(ex) ~= 'string' or type(rk) ~= 'string' then
-        reason = 'missing properties.delivery_info.exchange or routing_key'
+local nq = tonumber(ARGV[3])
+local max = tonumber(ARGV[4])
+local nbands = (#KEYS - 3) / nq
+local order = {}
+for q = 1, nq do order[q] = q end
+local out = {}
+for n = 1, max do
+  local raw, qi, src
+  for b = 0, nbands - 1 do
+    for pos = 1, nq do
+      local key = KEYS[3 + b * nq + order[pos]]
+      raw = redis.call('RPOP', key)
+      if raw then
+        qi = order[pos]
+        src = key
+        table.remove(order, pos)
+        table.insert(order, qi)
+        break
       end
     end
-    if reason ~= '' then
-      local meta = cjson.encode({reason = reason, queue = KEYS[i], time = ARGV[2], tag = ''})
-      redis.call('LPUSH', KEYS[3], meta .. '\n' .. raw)
-      return {i - 4, raw, '', reason}
+    if raw then break end
+  end
+  if not raw then break end
+  local ok, env = pcall(cjson.decode, raw)
+  local reason = ''
+  local tag, ex, rk
+  if not ok or type(env) ~= 'table' then
+    reason = 'envelope is not a JSON object'
+  else
+    local props = env['properties']
+    if type(props) == 'table' then
+      tag = props['delivery_tag']
+      local di = props['delivery_info']
+      if type(di) == 'table' then
+        ex = di['exchange']
+        rk = di['routing_key']
+      end
     end
+    if type(tag) ~= 'string' or tag == '' then
+      reason = 'missing properties.delivery_tag'
+    elseif type(ex) ~= 'string' or type(rk) ~= 'string' then
+      reason = 'missing properties.delivery_info.exchange or routing_key'
+    end
+  end
+  if reason ~= '' then
+    local meta = cjson.encode({reason = reason, queue = src, time = ARGV[2], tag = ''})
+    redis.call('LPUSH', KEYS[3], meta .. '\n' .. raw)
+    tag = ''
+  else
     redis.call('ZADD', KEYS[2], now, tag)
     redis.call('HSET', KEYS[1], tag, '[' .. raw .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
-    return {i - 4, raw, tag, ''}
   end
+  out[#out + 1] = qi - 1
+  out[#out + 1] = raw
+  out[#out + 1] = tag
+  out[#out + 1] = reason
 end
-return false
+return out
 `)
 
 // deadLetterScript moves a recorded message out of the un-acked set into the dead-letter list.

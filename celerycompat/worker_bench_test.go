@@ -163,3 +163,19 @@ func BenchmarkWorkerRSS(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWorkerDrainGo drains b.N no-op tasks (results stored, acks_late, concurrency 8):
+// the Go-only figure, for profiling (-cpuprofile).
+func BenchmarkWorkerDrainGo(b *testing.B) {
+	s := benchStack(b)
+	fillQueue(b, s, b.N)
+	w := s.newWorkerTB(b, cc.WorkerConfig{Concurrency: 8, PrefetchMultiplier: 4})
+	_ = w.Register("cap.add", addHandler)
+	b.ResetTimer()
+	start := time.Now()
+	stop := runWorkerTB(b, w)
+	d := waitResults(b, s, b.N, start, 5*time.Minute)
+	b.StopTimer()
+	_ = stop()
+	b.ReportMetric(float64(b.N)/d.Seconds(), "tasks/s")
+}

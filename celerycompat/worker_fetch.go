@@ -95,7 +95,11 @@ func (w *Worker) releaseSlot(it *inflight) {
 	}
 }
 
-// fetchLoop takes messages while the prefetch window has room.
+// maxFetchBatch bounds how many messages one fetch call takes.
+const maxFetchBatch = 32
+
+// fetchLoop takes messages while the prefetch window has room, as many per Redis call as there
+// are free slots (up to maxFetchBatch).
 func (w *Worker) fetchLoop(ctx context.Context) {
 	idle := time.Millisecond
 	for {
@@ -104,20 +108,31 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 		case <-w.stop:
 			return
 		}
+		n := 1
+	more:
+		for n < maxFetchBatch {
+			select {
+			case w.slots <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
 		w.mu.Lock()
-		lists := w.broker.FetchLists(w.queues)
+		queues := append([]string(nil), w.queues...)
 		w.mu.Unlock()
-		d, err := w.broker.Fetch(ctx, lists)
-		if err != nil {
+		ds, err := w.broker.Fetch(ctx, queues, n)
+		for range n - len(ds) {
 			<-w.slots
+		}
+		if err != nil {
 			if !w.sleep(w.outage.fail("fetch", err)) {
 				return
 			}
 			continue
 		}
 		w.outage.ok()
-		if d == nil {
-			<-w.slots
+		if len(ds) == 0 {
 			if !w.sleep(idle) {
 				return
 			}
@@ -125,8 +140,10 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			continue
 		}
 		idle = time.Millisecond
-		w.rotate(d.Queue)
-		w.accept(ctx, d)
+		for _, d := range ds {
+			w.rotate(d.Queue)
+			w.accept(ctx, d)
+		}
 	}
 }
 
