@@ -92,8 +92,9 @@ func (b *Broker) conn(ctx context.Context) (redis.Conn, error) {
 }
 
 // DeclareQueue binds queue the way Celery declares its default queues: exchange and routing key
-// named after the queue (set _kombu.binding.<queue>, member "<queue>\x06\x16\x06\x16<queue>"), so
-// publishes through exchange <queue> and kombu's restore of such messages find it.
+// named after the queue (set _kombu.binding.<queue>, member "<queue>\x06\x16\x06\x16<queue>", and
+// the same member in kombu 5.7's _kombu.binding_permanent.<queue>), so publishes through exchange
+// <queue> and kombu's restore of such messages find it.
 func (b *Broker) DeclareQueue(ctx context.Context, queue string) error {
 	if queue == "" {
 		return fmt.Errorf("%w: empty queue name", ErrInvalidConfig)
@@ -103,7 +104,12 @@ func (b *Broker) DeclareQueue(ctx context.Context, queue string) error {
 		return err
 	}
 	defer c.Close()
-	if _, err := c.Do("SADD", b.keys.Binding(queue), BindingMember(queue, "", queue)); err != nil {
+	member := BindingMember(queue, "", queue)
+	_ = c.Send("SADD", b.keys.Binding(queue), member)
+	if _, err := c.Do("SADD", b.keys.PermanentBinding(queue), member); err != nil {
+		return fmt.Errorf("%w: declare queue %s: %w", ErrBroker, queue, err)
+	}
+	if _, err := c.Receive(); err != nil {
 		return fmt.Errorf("%w: declare queue %s: %w", ErrBroker, queue, err)
 	}
 	b.declared.Store(queue, struct{}{})
@@ -151,83 +157,110 @@ func (b *Broker) Publish(ctx context.Context, m *Message) error {
 	return b.PublishBatch(ctx, []*Message{m})[0]
 }
 
+// publishRetries is how many times a publish is retried after a connection error, as Celery's
+// default retry policy (task_publish_retry, max_retries 3) does. Like Celery's, a retry after a
+// connection that broke mid-reply can publish a message twice: delivery is at least once.
+const publishRetries = 3
+
 // PublishBatch publishes msgs in one pipeline. The returned slice has one entry per message, nil
-// for those that were published; it is never shorter than msgs.
+// for those that were published; it is never shorter than msgs. Messages whose connection broke
+// before Redis answered are retried on a new connection up to three times (Celery's default
+// publish retry policy).
 func (b *Broker) PublishBatch(ctx context.Context, msgs []*Message) []error {
 	errs := make([]error, len(msgs))
-	if len(msgs) == 0 {
-		return errs
-	}
-	fail := func(err error) []error {
-		for i := range errs {
-			if errs[i] == nil {
-				errs[i] = err
-			}
-		}
-		return errs
-	}
-	c, err := b.conn(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	defer c.Close()
-
-	type pending struct {
-		idx     int
-		replies int
-	}
-	sent := make([]pending, 0, len(msgs))
-	var newQueues []string
+	todo := make([]int, 0, len(msgs))
+	encoded := make([][]byte, len(msgs))
 	for i, m := range msgs {
 		raw, err := b.codec.Encode(m)
 		if err != nil {
 			errs[i] = fmt.Errorf("publish task %s: %w", m.ID, err)
 			continue
 		}
+		encoded[i] = raw
+		todo = append(todo, i)
+	}
+	for attempt := 0; len(todo) > 0; attempt++ {
+		retry := b.publishOnce(ctx, msgs, encoded, todo, errs)
+		if len(retry) == 0 || attempt == publishRetries || ctx.Err() != nil {
+			break
+		}
+		for _, i := range retry {
+			errs[i] = nil
+		}
+		todo = retry
+		select {
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+	return errs
+}
+
+// publishOnce sends the messages todo on one connection, setting errs. It returns the indices
+// that failed on a broken connection (worth retrying on a new one).
+func (b *Broker) publishOnce(ctx context.Context, msgs []*Message, encoded [][]byte, todo []int, errs []error) (retry []int) {
+	c, err := b.conn(ctx)
+	if err != nil {
+		for _, i := range todo {
+			errs[i] = err
+		}
+		return todo
+	}
+	defer c.Close()
+	broken := func(from int, err error) []int {
+		for _, i := range todo[from:] {
+			if errs[i] == nil {
+				errs[i] = fmt.Errorf("%w: publish task %s: %w", ErrBroker, msgs[i].ID, err)
+				retry = append(retry, i)
+			}
+		}
+		return retry
+	}
+	replies := make([]int, len(todo))
+	var newQueues []string
+	for k, i := range todo {
+		m := msgs[i]
 		lists, err := b.route(c, m)
 		if err != nil {
 			errs[i] = fmt.Errorf("publish task %s: %w", m.ID, err)
+			var rerr redis.Error
+			if errors.Is(err, ErrBroker) && !errors.As(err, &rerr) {
+				return broken(k, err)
+			}
 			continue
 		}
-		n := 0
 		if q := queueOf(m); q != "" {
 			if _, ok := b.declared.Load(q); !ok {
-				if err := c.Send("SADD", b.keys.Binding(q), BindingMember(q, "", q)); err != nil {
-					return fail(fmt.Errorf("%w: publish: %w", ErrBroker, err))
-				}
+				member := BindingMember(q, "", q)
+				_ = c.Send("SADD", b.keys.Binding(q), member)
+				_ = c.Send("SADD", b.keys.PermanentBinding(q), member)
 				newQueues = append(newQueues, q)
-				n++
+				replies[k] += 2
 			}
 		}
 		for _, l := range lists {
-			if err := c.Send("LPUSH", l, raw); err != nil {
-				return fail(fmt.Errorf("%w: publish: %w", ErrBroker, err))
-			}
-			n++
+			_ = c.Send("LPUSH", l, encoded[i])
+			replies[k]++
 		}
-		sent = append(sent, pending{i, n})
-	}
-	if len(sent) == 0 {
-		return errs
 	}
 	if err := c.Flush(); err != nil {
-		return fail(fmt.Errorf("%w: publish: %w", ErrBroker, err))
+		return broken(0, err)
 	}
-	for _, p := range sent {
-		for r := 0; r < p.replies; r++ {
-			if _, err := c.Receive(); err != nil && errs[p.idx] == nil {
-				errs[p.idx] = fmt.Errorf("%w: publish task %s: %w", ErrBroker, msgs[p.idx].ID, err)
+	for k, i := range todo {
+		for r := 0; r < replies[k]; r++ {
+			if _, err := c.Receive(); err != nil && errs[i] == nil {
 				var rerr redis.Error
-				if !errors.As(err, &rerr) { // connection broken: the rest did not go out
-					return fail(errs[p.idx])
+				if !errors.As(err, &rerr) { // connection broken: no answer for this one or the rest
+					return broken(k, err)
 				}
+				errs[i] = fmt.Errorf("%w: publish task %s: %w", ErrBroker, msgs[i].ID, err)
 			}
 		}
 	}
 	for _, q := range newQueues {
 		b.declared.Store(q, struct{}{})
 	}
-	return errs
+	return nil
 }
 
 // QueueLengths returns the length of each priority list of queue, keyed by step (0, 3, 6, 9).

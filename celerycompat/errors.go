@@ -33,6 +33,10 @@ var (
 	ErrResultNotReady = errors.New("celerycompat: result not ready")
 	// ErrWorkerClosed is returned by a worker's Run or Shutdown after it has shut down.
 	ErrWorkerClosed = errors.New("celerycompat: worker closed")
+	// ErrHookPermanent marks a hook error that retrying cannot fix (wrap it: fmt.Errorf("%w: ...",
+	// ErrHookPermanent)). The worker logs it and goes on instead of retrying the hook and running
+	// the task again.
+	ErrHookPermanent = errors.New("celerycompat: permanent hook failure")
 	// ErrDuplicateTask is returned when a task name is registered twice.
 	ErrDuplicateTask = errors.New("celerycompat: task already registered")
 )

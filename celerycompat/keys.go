@@ -60,6 +60,12 @@ func (k Keys) QueueOf(list string) string {
 // Binding is the set _kombu.binding.<exchange> listing the queues bound to exchange.
 func (k Keys) Binding(exchange string) string { return k.Prefix + "_kombu.binding." + exchange }
 
+// PermanentBinding is the set kombu >= 5.7 writes beside Binding for queues without x-expires;
+// its presence keeps kombu's binding sweep from ever deleting the binding table.
+func (k Keys) PermanentBinding(exchange string) string {
+	return k.Prefix + "_kombu.binding_permanent." + exchange
+}
+
 // BindingMember is one member of a binding set: routing_key, pattern and queue joined by Sep.
 func BindingMember(routingKey, pattern, queue string) string {
 	return routingKey + Sep + pattern + Sep + queue

@@ -19,7 +19,20 @@ var (
 )
 
 func (w *Worker) execLoop(ctx context.Context) {
-	for it := range w.ready {
+	for {
+		var it *inflight
+		select {
+		case next, ok := <-w.ready:
+			if !ok {
+				return
+			}
+			it = next
+		case <-w.ctl.shrink: // pool_shrink
+			return
+		}
+		if w.rateHeld(it) {
+			continue
+		}
 		w.mu.Lock()
 		if it.state != stReserved {
 			w.mu.Unlock()
@@ -40,6 +53,8 @@ type outcome struct {
 	traceback string
 	retry     *RetryError
 	state     State
+	// terminated is set when the task was revoked with terminate while running.
+	terminated *TerminatedError
 }
 
 // execute runs one task and performs its effects in Celery's order: publish callbacks and the
@@ -48,6 +63,10 @@ func (w *Worker) execute(ctx context.Context, it *inflight) {
 	m, req := it.msg, it.req
 	if w.expired(it) {
 		w.revoke(ctx, it, RevokedReasonExpired)
+		return
+	}
+	if w.isRevoked(m) {
+		w.revoke(ctx, it, RevokedReasonRevoked)
 		return
 	}
 	if w.cfg.AcksEarly {
@@ -66,8 +85,13 @@ func (w *Worker) execute(ctx context.Context, it *inflight) {
 		return w.hooks.prerun.fire(ctx, m.Task, &TaskPrerun{TaskID: m.ID, Task: m.Task, Args: m.Args, Kwargs: m.Kwargs, Request: req}, w.logPanic)
 	})
 
+	w.eventStarted(it)
 	out := w.run(ctx, it)
 	w.stats.count(m.Task)
+	if out.terminated != nil {
+		w.revokeWith(ctx, it, RevokedReasonTerminated, &out.terminated.Signum)
+		return
+	}
 
 	var ok bool
 	switch {
@@ -150,12 +174,27 @@ func (w *Worker) run(ctx context.Context, it *inflight) outcome {
 		hardC = t.C
 	}
 	var r ret
-	select {
-	case r = <-done:
-	case <-hardC:
-		cancel(context.DeadlineExceeded)
-		te := &TaskError{ExcType: "TimeLimitExceeded", ExcModule: "billiard.exceptions", ExcMessage: []any{hard.Seconds()}}
-		return outcome{err: te, taskErr: te, state: StateFailure, traceback: "TimeLimitExceeded: hard time limit (" + hard.String() + ") exceeded"}
+	ctxDone := taskCtx.Done()
+wait:
+	for {
+		select {
+		case r = <-done:
+			break wait
+		case <-hardC:
+			cancel(context.DeadlineExceeded)
+			te := &TaskError{ExcType: "TimeLimitExceeded", ExcModule: "billiard.exceptions", ExcMessage: []any{hard.Seconds()}}
+			return outcome{err: te, taskErr: te, state: StateFailure, traceback: "TimeLimitExceeded: hard time limit (" + hard.String() + ") exceeded"}
+		case <-ctxDone:
+			// Revoked with terminate: do not wait for a handler that ignores its context (Python
+			// kills the process). Soft limits and hard stops keep waiting as before.
+			if te := terminatedCause(taskCtx); te != nil {
+				return outcome{state: StateRevoked, terminated: te}
+			}
+			ctxDone = nil
+		}
+	}
+	if te := terminatedCause(taskCtx); te != nil && r.err != nil {
+		return outcome{state: StateRevoked, terminated: te}
 	}
 	if r.err == nil {
 		return outcome{result: r.v, state: StateSuccess}
@@ -229,6 +268,10 @@ func (w *Worker) fireHook(ctx context.Context, it *inflight, name string, fire f
 	for {
 		err := fire(ctx)
 		if err == nil {
+			return true
+		}
+		if errors.Is(err, ErrHookPermanent) {
+			w.log.Error("hook failed permanently; not retried", "hook", name, "task_id", it.msg.ID, "task", it.msg.Task, "error", err)
 			return true
 		}
 		w.log.Warn("hook failed", "hook", name, "task_id", it.msg.ID, "task", it.msg.Task, "error", err)
