@@ -25,19 +25,20 @@ type Codec struct {
 	Compression string
 }
 
-// DefaultMaxBodySize is the body limit of a Codec whose MaxBodySize is zero.
-const DefaultMaxBodySize = 64 << 20
+// defaultMaxBodySize is the body limit of a Codec whose MaxBodySize is zero.
+const defaultMaxBodySize = 64 << 20
 
 func (c Codec) maxBody() int {
 	if c.MaxBodySize <= 0 {
-		return DefaultMaxBodySize
+		return defaultMaxBodySize
 	}
 	return c.MaxBodySize
 }
 
 // Encode returns the envelope JSON for m, ready to LPUSH. Zero fields get Celery's defaults:
 // DeliveryMode 2, CorrelationID = ID, ContentType application/json, ContentEncoding "utf-8"
-// ("binary" for msgpack), Lang "go". The body is always base64 (properties.body_encoding
+// ("binary" for msgpack), Lang "go"; empty Shadow, Group, RootID, ParentID and Origin and nil
+// ETA, Expires and GroupIndex are written as null. The body is always base64 (properties.body_encoding
 // "base64"; kombu 5.2 cannot read anything else), whatever BodyEncoding says. Encode refuses
 // (ErrEncode) a message without Task, ID, DeliveryTag or DeliveryInfo.RoutingKey, since a Python
 // consumer loses such a message; DeliveryInfo.Exchange "" is valid (the default exchange).
@@ -110,6 +111,9 @@ func contentEncodingOf(m *Message, ct string) string {
 // EncodeBody returns m's serialized body (before compression and base64) and its content type.
 // Protocol 1 messages get the protocol 1 body object.
 func (c Codec) EncodeBody(m *Message) (body []byte, contentType string, err error) {
+	if m == nil {
+		return nil, "", encodeErrorf("nil message")
+	}
 	ct := m.ContentType
 	if ct == "" {
 		ct = ContentTypeJSON
@@ -359,7 +363,9 @@ func writeExtras(w *jsonWriter, extras map[string]json.RawMessage, where, sep st
 	return nil
 }
 
-// writeProperties writes the properties object in kombu's order.
+// writeProperties writes the properties object in the order Python ends up with (captured):
+// celery's correlation_id, reply_to and extra send_task options, then kombu's delivery_mode and
+// expiration, then the virtual channel's delivery_info, priority, body_encoding and delivery_tag.
 func writeProperties(w *jsonWriter, m *Message) error {
 	corr := m.CorrelationID
 	if corr == "" {
@@ -367,30 +373,27 @@ func writeProperties(w *jsonWriter, m *Message) error {
 	}
 	w.str(`{"correlation_id": `, corr)
 	w.str(`, "reply_to": `, m.ReplyTo)
+	if err := writeExtras(w, m.ExtraProperties, "properties", ", ", isProperty); err != nil {
+		return err
+	}
 	mode := m.DeliveryMode
 	if mode == 0 {
 		mode = 2
 	}
-	if err := w.num(`, "delivery_mode": `, mode); err != nil {
-		return err
+	w.b = append(w.b, `, "delivery_mode": `...)
+	w.b = strconv.AppendInt(w.b, int64(mode), 10)
+	if m.Expiration != "" {
+		w.str(`, "expiration": `, m.Expiration)
 	}
 	w.str(`, "delivery_info": {"exchange": `, m.DeliveryInfo.Exchange)
 	w.str(`, "routing_key": `, m.DeliveryInfo.RoutingKey)
 	if m.DeliveryInfo.Redelivered {
 		w.b = append(w.b, `, "redelivered": true`...)
 	}
-	w.b = append(w.b, '}')
-	if err := w.num(`, "priority": `, m.Priority); err != nil {
-		return err
-	}
+	w.b = append(w.b, `}, "priority": `...)
+	w.b = strconv.AppendInt(w.b, int64(m.Priority), 10)
 	w.b = append(w.b, `, "body_encoding": "base64"`...)
 	w.str(`, "delivery_tag": `, m.DeliveryTag)
-	if m.Expiration != "" {
-		w.str(`, "expiration": `, m.Expiration)
-	}
-	if err := writeExtras(w, m.ExtraProperties, "properties", ", ", isProperty); err != nil {
-		return err
-	}
 	w.b = append(w.b, '}')
 	return nil
 }

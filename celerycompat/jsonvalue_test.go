@@ -101,7 +101,8 @@ func TestUnmarshalValueMatchesEncodingJSON(t *testing.T) {
 	for _, in := range []string{
 		`null`, `true`, ` false `, `0`, `-0.5e-3`, `1E+2`, `"a\"b\\c\/d\b\f\n\r\t\u00e9\ud83d\ude00"`, `"\ud800"`, `"\ud800\u0041"`,
 		"\"\xff\xfe bad utf-8\"", "\"é raw\"", `[]`, `{}`, `[1, [2, {"a": [3]}]]`, `{"a": 1, "a": 2}`, `{"": ""}`,
-		`123456789012345678901234567890`, "\t[ 1 ,\n2 ]\r\n",
+		`123456789012345678901234567890`, "\t[ 1 ,\n2 ]\r\n", `[1, 2, 3, 4, 5, 6, 7, 8]`, `[1, 2, 3, 4, 5, 6, 7, 8, 9]`,
+		"[" + strings.Repeat(`"x", `, 40) + `{"k": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}]`,
 	} {
 		t.Run(in, func(t *testing.T) {
 			got, err := Codec{}.UnmarshalValue([]byte(in))

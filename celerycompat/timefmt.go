@@ -12,6 +12,19 @@ import (
 // Python text formats: datetime.isoformat() output and what datetime.fromisoformat() reads, the
 // text of date, time, Decimal and UUID values in kombu's JSON markers, and float repr().
 
+// naiveLoc marks times decoded from naive Python datetimes (text without a UTC offset). They are
+// UTC for every computation, as Celery reads them, and are written back without an offset, so a
+// Python reader gets a naive datetime again (Python refuses to compare naive and aware ones).
+// It is never modified.
+var naiveLoc = time.FixedZone("naive UTC", 0)
+
+// Naive returns t in UTC marked as naive: PyISOFormat and the codec write it without an offset,
+// as Python's isoformat() writes a naive datetime.
+func Naive(t time.Time) time.Time { return t.In(naiveLoc) }
+
+// IsNaive reports whether t came from (or was marked as) a naive Python datetime.
+func IsNaive(t time.Time) bool { return t.Location() == naiveLoc }
+
 // PyISOFormat formats t the way Python's datetime.isoformat() formats an aware datetime:
 // "2026-11-26T01:02:07.499966+00:00". The fraction is written only when the microsecond is not
 // zero (sub-microsecond digits are dropped, as Python has none), and the offset gains ":SS" only
@@ -34,6 +47,9 @@ func appendPyISO(b []byte, t time.Time) []byte {
 	if us := t.Nanosecond() / 1000; us != 0 {
 		b = append(b, '.')
 		b = appendDigits(b, us, 6)
+	}
+	if t.Location() == naiveLoc {
+		return b
 	}
 	_, off := t.Zone()
 	return appendPyOffset(b, off)
@@ -95,8 +111,8 @@ func pyTimeRangeOK(t time.Time) bool {
 // a UTC offset ("+05:30", "+0530", "+05", "+05:30:15", "Z"), 'T' or a space between date and time,
 // seconds optional, and a fraction of 1 to 9 digits (kept to microseconds, like Python 3.11). A
 // date alone means midnight. Text without an offset (a naive datetime) is taken as UTC, as Celery
-// does for protocol 2 messages. The result's location is time.UTC for a zero offset, otherwise a
-// fixed zone with the parsed offset. Errors wrap ErrDecode.
+// does for protocol 2 messages, and marked naive (see Naive). The result's location is time.UTC
+// for "Z" or a zero offset, otherwise a fixed zone with the parsed offset. Errors wrap ErrDecode.
 func ParsePyTime(s string) (time.Time, error) {
 	t, err := parsePyTime(s)
 	if err != nil {
@@ -218,7 +234,10 @@ func parseClock(s string) (h, mi, sec, ns int, rest string, err error) {
 
 // parseOffset reads "", "Z" or [+-]HH[[:]MM[:SS]]; zero and absent offsets give time.UTC.
 func parseOffset(s string) (*time.Location, error) {
-	if s == "" || s == "Z" || s == "z" {
+	if s == "" {
+		return naiveLoc, nil
+	}
+	if s == "Z" || s == "z" {
 		return time.UTC, nil
 	}
 	if s[0] != '+' && s[0] != '-' {

@@ -151,20 +151,16 @@ func (w *Worker) onSuccess(ctx context.Context, it *inflight, out *outcome) bool
 		return false
 	}
 	w.stats.succeeded.Add(1)
+	w.eventSucceeded(it, out.result)
 	return w.fireHook(ctx, it, "task_success", func(ctx context.Context) error {
 		return w.hooks.success.fire(ctx, m.Task, &TaskSuccess{Result: out.result, Request: it.req}, w.logPanic)
 	})
 }
 
+// markOptions are the request details stored with a state: group and parent ids, the extended
+// fields (written only with BackendConfig.ResultExtended), and children.
 func (w *Worker) markOptions(it *inflight, children []any) []MarkOption {
-	m := it.msg
-	var opts []MarkOption
-	if m.Group != "" {
-		opts = append(opts, WithGroupID(m.Group))
-	}
-	if m.ParentID != "" {
-		opts = append(opts, WithParentID(m.ParentID))
-	}
+	opts := []MarkOption{WithRequest(it.msg, w.cfg.Hostname)}
 	if len(children) > 0 {
 		opts = append(opts, WithChildren(children...))
 	}
@@ -210,6 +206,7 @@ func (w *Worker) onFailure(ctx context.Context, it *inflight, out *outcome) bool
 		return false
 	}
 	w.stats.failed.Add(1)
+	w.eventFailed("task-failed", it, out.taskErr, out.traceback)
 	return w.fireHook(ctx, it, "task_failure", func(ctx context.Context) error {
 		return w.hooks.failure.fire(ctx, m.Task, &TaskFailure{TaskID: m.ID, Exception: out.err, Args: m.Args, Kwargs: m.Kwargs, Traceback: out.traceback, Request: it.req}, w.logPanic)
 	})
@@ -262,6 +259,7 @@ func (w *Worker) onRetry(ctx context.Context, it *inflight, out *outcome) bool {
 		}
 	}
 	w.stats.retried.Add(1)
+	w.eventFailed("task-retried", it, te, tb)
 	return w.fireHook(ctx, it, "task_retry", func(ctx context.Context) error {
 		return w.hooks.retry.fire(ctx, m.Task, &TaskRetry{Request: it.req, Reason: r}, w.logPanic)
 	})
@@ -318,6 +316,9 @@ func (w *Worker) reject(ctx context.Context, it *inflight) {
 		}
 	}
 	w.stats.rejected.Add(1)
+	if d.Message != nil {
+		w.eventRejected(d.Message.ID, false)
+	}
 	w.log.Warn("message dead-lettered", "queue", d.Queue, "reason", reason)
 	w.fireOnly(ctx, "task_rejected", it, func() error {
 		return w.hooks.rejected.fire(ctx, "", &TaskRejected{Raw: d.Raw, Queue: d.Queue, Err: d.DecodeErr}, w.logPanic)
@@ -346,6 +347,7 @@ func (w *Worker) unknown(ctx context.Context, it *inflight) {
 		return
 	}
 	w.stats.rejected.Add(1)
+	w.eventFailed("task-failed", it, nil, "")
 	w.log.Warn("unknown task dead-lettered", "task", m.Task, "task_id", m.ID)
 	w.fireOnly(ctx, "task_unknown", it, func() error {
 		return w.hooks.unknown.fire(ctx, "", &TaskUnknown{Raw: d.Raw, Message: m, Name: m.Task, ID: m.ID, Err: err}, w.logPanic)
@@ -354,6 +356,11 @@ func (w *Worker) unknown(ctx context.Context, it *inflight) {
 
 // revoke stores REVOKED with reason, fires task_revoked, and acknowledges.
 func (w *Worker) revoke(ctx context.Context, it *inflight, reason string) {
+	w.revokeWith(ctx, it, reason, nil)
+}
+
+// revokeWith is revoke with the signal number of a terminate.
+func (w *Worker) revokeWith(ctx context.Context, it *inflight, reason string, signum *int) {
 	m := it.msg
 	defer w.finish(it)
 	if b := w.cfg.Backend; b != nil {
@@ -365,8 +372,9 @@ func (w *Worker) revoke(ctx context.Context, it *inflight, reason string) {
 		}
 	}
 	w.stats.revoked.Add(1)
+	w.eventRevoked(it, reason == RevokedReasonTerminated, signum, reason == RevokedReasonExpired)
 	if !w.fireHook(ctx, it, "task_revoked", func(ctx context.Context) error {
-		return w.hooks.revoked.fire(ctx, m.Task, &TaskRevoked{Request: it.req, Expired: reason == RevokedReasonExpired, Terminated: reason == RevokedReasonTerminated}, w.logPanic)
+		return w.hooks.revoked.fire(ctx, m.Task, &TaskRevoked{Request: it.req, Expired: reason == RevokedReasonExpired, Terminated: reason == RevokedReasonTerminated, Signum: signum}, w.logPanic)
 	}) {
 		_, _ = w.broker.Requeue(context.WithoutCancel(ctx), it.d.Tag, true)
 		return

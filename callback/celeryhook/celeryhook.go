@@ -69,7 +69,7 @@ func Event(req *celerycompat.Request, opts Options, status callback.Status, resu
 func enqueue(ctx context.Context, ob *callback.Outbox, opts Options, req *celerycompat.Request, status callback.Status, result any, errMsg string) error {
 	ev := Event(req, opts, status, result, errMsg)
 	if err := ob.Enqueue(ctx, ev); err != nil {
-		if errors.Is(err, callback.ErrURLNotAllowed) || errors.Is(err, callback.ErrInvalidPayload) {
+		if errors.Is(err, callback.ErrURLNotAllowed) || errors.Is(err, callback.ErrInvalidEvent) {
 			// Retrying cannot fix these: the worker logs them and acks instead of re-running.
 			return fmt.Errorf("%w: %s callback for task %s: %w", celerycompat.ErrHookPermanent, status, req.ID, err)
 		}

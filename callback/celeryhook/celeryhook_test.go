@@ -11,8 +11,8 @@ import (
 
 	"github.com/celerybridge/celerybridge/callback"
 	"github.com/celerybridge/celerybridge/callback/celeryhook"
-	cc "github.com/celerybridge/celerybridge/celerycompat"
 	"github.com/celerybridge/celerybridge/callback/internal/testenv"
+	cc "github.com/celerybridge/celerybridge/celerycompat"
 )
 
 // TestWorkerCallbacksArriveOnce runs tasks on a real worker with the hooks connected and a

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Installs the peers that celerybridge's tests drive, and nothing else. Idempotent: a second run
+# that finds everything in place only checks and exits (well under a second).
+#
+#   Debian (apt-get): redis-server, python3-celery (5.2.6, the old peer under /usr/bin/python3),
+#                     python3-redis, python3-msgpack (for the msgpack wire capture), python3-venv.
+#   PyPI (pip):       a venv at $VENV (default: <repo>/.venv) with examples/python/requirements.txt
+#                     (celery 5.7.0, the new peer). It is rebuilt only when the requirements change
+#                     (their sha256 is stored in $VENV/.requirements.sha256) or celery is not 5.7.0.
+#
+# Environment: VENV (venv directory), PYTHON (interpreter that creates the venv; default python3).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV=${VENV:-$ROOT/.venv}
+REQ=$ROOT/examples/python/requirements.txt
+WANT_CELERY=5.7.0
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+as_root() {
+	if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+		log "need root for: $*"; return 1
+	fi
+}
+
+# --- Debian packages -------------------------------------------------------------------------
+apt_missing=()
+command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
+/usr/bin/python3 -c 'import celery, sys; sys.exit(not celery.__version__.startswith("5.2."))' 2>/dev/null ||
+	apt_missing+=(python3-celery)
+/usr/bin/python3 -c 'import redis' 2>/dev/null || apt_missing+=(python3-redis)
+/usr/bin/python3 -c 'import msgpack' 2>/dev/null || apt_missing+=(python3-msgpack)
+
+if [ ${#apt_missing[@]} -gt 0 ]; then
+	log "apt-get install ${apt_missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	as_root apt-get update -qq
+	as_root apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+fi
+
+# --- venv with the pinned PyPI Celery ----------------------------------------------------------
+req_hash=$(sha256sum "$REQ" | cut -d' ' -f1)
+venv_ok() {
+	[ -x "$VENV/bin/python" ] &&
+		[ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" = "$req_hash" ] &&
+		"$VENV/bin/python" -c "import celery, redis, kombu.transport.redis; assert celery.__version__ == '$WANT_CELERY'" 2>/dev/null
+}
+
+if ! venv_ok; then
+	py=${PYTHON:-}
+	if [ -z "$py" ]; then
+		py=$(command -v python3 || true)
+		# the venv module may be missing from the first python3 on PATH; Debian's has python3-venv
+		if [ -z "$py" ] || ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then
+			py=/usr/bin/python3
+		fi
+	fi
+	if ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then
+		log "apt-get install python3-venv"
+		export DEBIAN_FRONTEND=noninteractive
+		as_root apt-get update -qq
+		as_root apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+	fi
+	if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+		log "creating venv $VENV with $py ($("$py" --version 2>&1))"
+		rm -rf "$VENV"
+		"$py" -m venv "$VENV"
+	fi
+	log "pip install -r examples/python/requirements.txt"
+	"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
+	"$VENV/bin/python" -c "import celery, redis, kombu.transport.redis; assert celery.__version__ == '$WANT_CELERY', celery.__version__"
+	echo "$req_hash" >"$VENV/.requirements.sha256"
+fi
+
+log "ok: redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), celery $(/usr/bin/python3 -c 'import celery; print(celery.__version__)') (/usr/bin/python3), celery $("$VENV/bin/python" -c 'import celery; print(celery.__version__)') ($VENV)"

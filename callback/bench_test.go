@@ -1,0 +1,184 @@
+//go:build unix
+
+package callback
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/celerybridge/celerybridge/callback/internal/testenv"
+)
+
+// countingStore signals when a number of callbacks have been stored.
+type countingStore struct {
+	Store
+	target int64
+	n      atomic.Int64
+	done   chan struct{}
+}
+
+func (c *countingStore) Save(ctx context.Context, cb Callback) (bool, error) {
+	ins, err := c.Store.Save(ctx, cb)
+	if err == nil && ins && c.n.Add(1) == c.target {
+		close(c.done)
+	}
+	return ins, err
+}
+
+// benchConcurrency is the dispatcher's Concurrency in BenchmarkDelivery.
+const benchConcurrency = 128
+
+// BenchmarkDelivery measures callbacks delivered per second from a full outbox (real
+// redis-server with appendonly yes, appendfsync everysec) to the Go receiver (signed requests,
+// SQLite store: WAL, synchronous=FULL) over loopback, and, against the same receiver and store,
+// the original rig's pattern: one sequential requests.post(url, json=payload, timeout=10) per
+// callback in Python (testdata/python_pattern.py, timed inside Python, so interpreter start-up
+// is not counted against it). Reports callbacks/s, py_callbacks/s and their ratio x_python.
+//
+//	go test -run '^$' -bench BenchmarkDelivery -benchtime 20000x ./callback/
+func BenchmarkDelivery(b *testing.B) {
+	ctx := context.Background()
+	r, pool := startRedis(b)
+	r.Do(0, "CONFIG", "SET", "appendonly", "yes")
+	r.Do(0, "CONFIG", "SET", "appendfsync", "everysec")
+
+	py := ""
+	if p, err := benchPython(b); err == nil {
+		py = p
+	} else if testenv.InCI() {
+		b.Fatalf("CI=true and the Python side of the benchmark cannot run: %v", err)
+	} else {
+		b.Logf("skipping the Python comparison: %v", err)
+	}
+	pyCount := min(max(b.N/10, 200), 1000)
+
+	store := newSQLite(b, "")
+	counting := &countingStore{Store: store, target: int64(b.N), done: make(chan struct{})}
+	signed, err := NewHandler(HandlerConfig{Store: counting, Secret: testSecret})
+	if err != nil {
+		b.Fatal(err)
+	}
+	plain, err := NewHandler(HandlerConfig{Store: counting}) // the Python pattern does not sign
+	if err != nil {
+		b.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/signed", signed)
+	mux.Handle("/plain", plain)
+	srv := httptest.NewServer(mux)
+	b.Cleanup(srv.Close)
+
+	ob := newTestOutbox(b, pool, srv.URL+"/signed")
+	evs := events(fmt.Sprint("bench-", b.N), b.N)
+	start := time.Now()
+	enqueueAll(b, ob, evs)
+	enqueueRate := float64(b.N) / time.Since(start).Seconds()
+
+	d, err := NewDispatcher(ob, DispatcherConfig{Secret: testSecret, Concurrency: benchConcurrency, PollInterval: 10 * time.Millisecond})
+	if err != nil {
+		b.Fatal(err)
+	}
+	redisCPU := func() float64 {
+		info, _ := redis.String(r.Do(0, "INFO", "cpu"), nil)
+		var total float64
+		for _, line := range strings.Split(info, "\r\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+				f, _ := strconv.ParseFloat(v, 64)
+				total += f
+			}
+		}
+		return total
+	}
+	redis0 := redisCPU()
+	var ru0, ru1 syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru0); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	start = time.Now()
+	errc := make(chan error, 1)
+	go func() { errc <- d.Run(ctx) }()
+	select {
+	case <-counting.done:
+	case <-time.After(10 * time.Minute):
+		b.Fatalf("only %d of %d callbacks stored", counting.n.Load(), b.N)
+	}
+	for {
+		st, err := ob.Stats(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.Pending == 0 && st.InFlight == 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err := d.Shutdown(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+	goRate := float64(b.N) / elapsed.Seconds()
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru1); err != nil {
+		b.Fatal(err)
+	}
+	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+	b.ReportMetric(goRate, "callbacks/s")
+	b.ReportMetric(enqueueRate, "enqueues/s")
+	// CPU of this process (dispatcher, HTTP client and server, SQLite) per callback: less
+	// sensitive than the rates to other load on the machine.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/callback")
+	b.ReportMetric((redisCPU()-redis0)*1e6/float64(b.N), "redis-cpu-µs/callback")
+	if py == "" {
+		return
+	}
+
+	out, err := exec.Command(py, "testdata/python_pattern.py", srv.URL+"/plain", fmt.Sprint(pyCount), fmt.Sprint("py-", b.N)).CombinedOutput()
+	if err != nil {
+		b.Fatalf("python_pattern.py: %v\n%s", err, out)
+	}
+	var res struct {
+		OK      int     `json:"ok"`
+		Seconds float64 `json:"seconds"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || res.OK != pyCount || res.Seconds <= 0 {
+		b.Fatalf("python_pattern.py said %s (%v)", out, err)
+	}
+	pyRate := float64(res.OK) / res.Seconds
+	b.ReportMetric(pyRate, "py_callbacks/s")
+	b.ReportMetric(goRate/pyRate, "x_python")
+	if st, _ := store.Stats(ctx); st.Unique != int64(b.N+pyCount) {
+		b.Errorf("store has %d callbacks, want %d", st.Unique, b.N+pyCount)
+	}
+}
+
+// benchPython is venvPython without skipping: the benchmark's Go half runs without Python.
+// It resolves the interpreter as testenv.Python does for testenv.CeleryNew.
+func benchPython(b *testing.B) (string, error) {
+	venv := os.Getenv("CELERYBRIDGE_VENV")
+	if venv == "" {
+		venv = filepath.Join(testenv.RepoRoot(b), ".venv")
+	}
+	py := filepath.Join(venv, "bin", "python")
+	if out, err := exec.Command(py, "-c", "import requests").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("%s cannot import requests: %v: %s", py, err, out)
+	}
+	return py, nil
+}

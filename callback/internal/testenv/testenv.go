@@ -1,0 +1,181 @@
+// Package testenv is a copy of celerycompat/internal/testenv for package callback, which Go's
+// internal-package rule does not let import the original (it is internal to celerycompat). Same
+// API and behaviour; keep the two in step, and delete this copy once the original moves to the
+// module root (internal/testenv), where every package can import it.
+//
+// Package testenv finds and starts the real peers that integration and interop tests need: a
+// redis-server started per test on a free loopback port, and Python interpreters with Celery
+// installed (the pinned PyPI version in the project venv and Debian's python3-celery 5.2.6).
+//
+// On a developer machine without a peer the test is skipped with a message saying how to install
+// it (`make test` installs everything). With CI=true a missing peer fails the test instead: CI must
+// never pass by skipping interop.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// InCI reports whether the tests run under CI (CI=true), where missing peers are failures.
+func InCI() bool {
+	v := strings.ToLower(os.Getenv("CI"))
+	return v == "true" || v == "1"
+}
+
+// Missing skips the test, or fails it under CI, because a peer is not available.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...) + " (run `make test`, which installs every peer)"
+	if InCI() {
+		t.Fatalf("CI=true and a peer is missing: %s", msg)
+	}
+	t.Skip(msg)
+}
+
+// RepoRoot returns the module root (the directory holding go.mod).
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("testenv: go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Redis is a redis-server process owned by one test.
+type Redis struct {
+	t    testing.TB
+	bin  string
+	dir  string
+	Port int
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+}
+
+// StartRedis starts a fresh redis-server on a free loopback port and stops it when the test ends.
+// The binary comes from CELERYBRIDGE_REDIS_SERVER or PATH.
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	bin := os.Getenv("CELERYBRIDGE_REDIS_SERVER")
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("redis-server"); err != nil {
+			Missing(t, "redis-server not found on PATH")
+		}
+	}
+	r := &Redis{t: t, bin: bin, dir: t.TempDir(), Port: freePort(t)}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Start starts (or restarts after Stop) the server on the same port and directory.
+func (r *Redis) Start() {
+	r.t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd != nil {
+		return
+	}
+	cmd := exec.Command(r.bin,
+		"--port", fmt.Sprint(r.Port), "--bind", "127.0.0.1", "--dir", r.dir,
+		"--save", "", "--appendonly", "no", "--databases", "16", "--daemonize", "no",
+		"--loglevel", "warning", "--logfile", filepath.Join(r.dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		r.t.Fatalf("testenv: start redis-server: %v", err)
+	}
+	r.cmd = cmd
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := redis.Dial("tcp", r.Addr())
+		if err == nil {
+			_, err = c.Do("PING")
+			c.Close()
+			if err == nil {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
+			r.t.Fatalf("testenv: redis-server did not answer on %s: %v\n%s", r.Addr(), err, log)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Stop kills the server (SIGKILL: an outage, not a graceful shutdown). Data is not persisted.
+func (r *Redis) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// Addr is host:port.
+func (r *Redis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.Port) }
+
+// URL is the redis:// URL of database db.
+func (r *Redis) URL(db int) string { return fmt.Sprintf("redis://%s/%d", r.Addr(), db) }
+
+// Pool returns a pool for database db, closed when the test ends.
+func (r *Redis) Pool(db int) *redis.Pool {
+	p := &redis.Pool{
+		MaxIdle:     16,
+		IdleTimeout: time.Minute,
+		DialContext: func(ctx context.Context) (redis.Conn, error) {
+			return redis.DialContext(ctx, "tcp", r.Addr(), redis.DialDatabase(db),
+				redis.DialConnectTimeout(2*time.Second))
+		},
+	}
+	r.t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// Do runs one command on database db and fails the test on error.
+func (r *Redis) Do(db int, cmd string, args ...any) any {
+	r.t.Helper()
+	c, err := redis.Dial("tcp", r.Addr(), redis.DialDatabase(db))
+	if err != nil {
+		r.t.Fatalf("testenv: dial: %v", err)
+	}
+	defer c.Close()
+	v, err := c.Do(cmd, args...)
+	if err != nil {
+		r.t.Fatalf("testenv: %s: %v", cmd, err)
+	}
+	return v
+}

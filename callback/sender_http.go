@@ -1,0 +1,113 @@
+package callback
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// DefaultTimeout bounds one callback request, as the original handler's requests timeout.
+const DefaultTimeout = 10 * time.Second
+
+// DefaultUserAgent is sent with every callback request unless configured otherwise.
+const DefaultUserAgent = "celerybridge-callback/1"
+
+// maxResponseRead is how much of a response body is read (and discarded) so the connection can
+// be reused; snippetLen is how much of it is kept for a failure's last error.
+const (
+	maxResponseRead = 64 << 10
+	snippetLen      = 256
+)
+
+// httpSender POSTs callback bodies. It is safe for concurrent use.
+type httpSender struct {
+	client       *http.Client
+	ownTransport bool // the transport was built here, so its idle connections are ours to close
+	secret       []byte
+	timeout      time.Duration
+	userAgent    string
+	clock        func() time.Time
+}
+
+// sendResult is what came back from one request.
+type sendResult struct {
+	status     int
+	retryAfter time.Duration
+	hasRetry   bool   // Retry-After was present and usable
+	snippet    string // start of the body, for errors
+}
+
+// newHTTPSender copies client (or builds one) so that redirects are never followed: a redirect
+// would lead past the allow-list.
+func newHTTPSender(client *http.Client, concurrency int, secret []byte, timeout time.Duration, userAgent string, clock func() time.Time) *httpSender {
+	var c http.Client
+	own := client == nil
+	if !own {
+		c = *client
+	} else {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConns = 0
+		tr.MaxIdleConnsPerHost = concurrency
+		c.Transport = tr
+	}
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &httpSender{client: &c, ownTransport: own, secret: secret, timeout: timeout, userAgent: userAgent, clock: clock}
+}
+
+// send POSTs body to url with the callback headers. A non-nil error means no response was
+// received (network error, timeout, cancelled).
+func (s *httpSender) send(ctx context.Context, url, eventID string, body []byte) (sendResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return sendResult{}, fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(HeaderIdempotencyKey, eventID)
+	req.Header.Set("User-Agent", s.userAgent)
+	if len(s.secret) > 0 {
+		ts := s.clock().Unix()
+		req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
+		req.Header.Set(HeaderSignature, Sign(s.secret, ts, body))
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return sendResult{}, describeSendError(ctx, err, s.timeout)
+	}
+	defer resp.Body.Close()
+	res := sendResult{status: resp.StatusCode}
+	res.retryAfter, res.hasRetry = parseRetryAfter(resp.Header.Get("Retry-After"), s.clock())
+	head := make([]byte, snippetLen)
+	n, _ := io.ReadFull(resp.Body, head)
+	res.snippet = cleanSnippet(head[:n])
+	// Drain a bounded amount so the connection can go back to the pool; a read error here
+	// does not change the outcome, which the status already decided.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseRead))
+	return res, nil
+}
+
+// describeSendError turns a client error into a short, stable message.
+func describeSendError(ctx context.Context, err error, timeout time.Duration) error {
+	var ne net.Error
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		return fmt.Errorf("timeout after %v: %w", timeout, err)
+	default:
+		return err
+	}
+}
+
+// cleanSnippet makes a response body prefix safe to store and log.
+func cleanSnippet(b []byte) string {
+	s := strings.ToValidUTF8(string(b), string(utf8.RuneError))
+	return strings.Join(strings.Fields(s), " ")
+}

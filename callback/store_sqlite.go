@@ -1,0 +1,310 @@
+package callback
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver (pure Go, no cgo)
+)
+
+// sqliteSchema is the store's schema (PRAGMA user_version 1).
+//
+//	callbacks: one row per event id (unique index), result/body as JSON text, received_at in
+//	           Unix nanoseconds.
+//	callback_counters: name → value; "duplicates" counts suppressed duplicates.
+const sqliteSchema = `
+CREATE TABLE IF NOT EXISTS callbacks (
+	event_id       TEXT    NOT NULL,
+	task_id        TEXT    NOT NULL,
+	celery_task_id TEXT    NOT NULL DEFAULT '',
+	task_name      TEXT    NOT NULL DEFAULT '',
+	status         TEXT    NOT NULL,
+	result         TEXT    NOT NULL DEFAULT 'null',
+	error          TEXT,
+	timestamp      TEXT    NOT NULL DEFAULT '',
+	attempt        INTEGER NOT NULL DEFAULT 0,
+	received_at    INTEGER NOT NULL,
+	body           TEXT    NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS callbacks_event_id ON callbacks (event_id);
+CREATE INDEX IF NOT EXISTS callbacks_task_id ON callbacks (task_id);
+CREATE INDEX IF NOT EXISTS callbacks_celery_task_id ON callbacks (celery_task_id);
+CREATE TABLE IF NOT EXISTS callback_counters (
+	name  TEXT PRIMARY KEY,
+	value INTEGER NOT NULL
+);
+PRAGMA user_version = 1;
+`
+
+const (
+	sqliteInsert = `INSERT INTO callbacks
+	(event_id, task_id, celery_task_id, task_name, status, result, error, timestamp, attempt, received_at, body)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (event_id) DO NOTHING`
+	sqliteCountDuplicates = `INSERT INTO callback_counters (name, value) VALUES ('duplicates', ?)
+	ON CONFLICT (name) DO UPDATE SET value = value + excluded.value`
+	sqliteSelect = `SELECT event_id, task_id, celery_task_id, task_name, status, result, error, timestamp,
+	attempt, received_at, body FROM callbacks`
+)
+
+// sqliteMaxBatch bounds how many Saves share one transaction.
+const sqliteMaxBatch = 256
+
+// SQLiteStore is a Store in an SQLite database file (modernc.org/sqlite, no cgo). It uses WAL
+// mode with synchronous=FULL: when Save returns nil the row is on disk. Concurrent Saves are
+// group-committed: one writer goroutine inserts everything waiting in one transaction, so the
+// cost of the fsync is shared. Callbacks survive a restart of the receiver. It is safe for
+// concurrent use; call Close when done.
+type SQLiteStore struct {
+	w, r   *sql.DB // w: the single writer connection; r: readers (WAL lets them run alongside)
+	insert *sql.Stmt
+
+	mu     sync.RWMutex // guards closed and sending on reqs
+	closed bool
+	reqs   chan sqliteSave
+	done   chan struct{}
+}
+
+type sqliteSave struct {
+	cb  Callback
+	res chan sqliteResult
+}
+
+type sqliteResult struct {
+	inserted bool
+	err      error
+}
+
+// NewSQLiteStore opens (creating if needed) the database file at path.
+func NewSQLiteStore(ctx context.Context, path string) (*SQLiteStore, error) {
+	if path == "" || path == ":memory:" || strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("%w: SQLite path %q: need a file path without '?' or '#' (use NewMemoryStore for memory)", ErrInvalidConfig, path)
+	}
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
+	w, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("%w: open %s: %w", ErrStore, path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	if _, err := w.ExecContext(ctx, sqliteSchema); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("%w: create schema in %s: %w", ErrStore, path, err)
+	}
+	insert, err := w.PrepareContext(ctx, sqliteInsert)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("%w: prepare insert in %s: %w", ErrStore, path, err)
+	}
+	r, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("%w: open %s: %w", ErrStore, path, err)
+	}
+	r.SetMaxOpenConns(4)
+	s := &SQLiteStore{w: w, r: r, insert: insert, reqs: make(chan sqliteSave, sqliteMaxBatch), done: make(chan struct{})}
+	go s.writer()
+	return s, nil
+}
+
+// Close waits for pending Saves, then closes the database. Later calls return ErrStoreClosed.
+func (s *SQLiteStore) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrStoreClosed
+	}
+	s.closed = true
+	close(s.reqs)
+	s.mu.Unlock()
+	<-s.done
+	return errors.Join(s.insert.Close(), s.w.Close(), s.r.Close())
+}
+
+// Save implements Store.
+func (s *SQLiteStore) Save(ctx context.Context, cb Callback) (bool, error) {
+	req := sqliteSave{cb: cb, res: make(chan sqliteResult, 1)}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return false, ErrStoreClosed
+	}
+	select {
+	case s.reqs <- req:
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return false, ctx.Err()
+	}
+	s.mu.RUnlock()
+	select {
+	case r := <-req.res:
+		return r.inserted, r.err
+	case <-ctx.Done():
+		// The write may still commit; a retried request then counts as a duplicate.
+		return false, ctx.Err()
+	}
+}
+
+// writer group-commits Saves until reqs is closed.
+func (s *SQLiteStore) writer() {
+	defer close(s.done)
+	batch := make([]sqliteSave, 0, sqliteMaxBatch)
+	for req := range s.reqs {
+		batch = append(batch[:0], req)
+	more:
+		for len(batch) < sqliteMaxBatch {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		inserted, err := s.commit(batch)
+		for i, r := range batch {
+			r.res <- sqliteResult{inserted: err == nil && inserted[i], err: err}
+		}
+	}
+}
+
+// commit inserts a batch in one transaction. On any error nothing is committed.
+func (s *SQLiteStore) commit(batch []sqliteSave) (inserted []bool, err error) {
+	ctx := context.Background()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: begin: %w", ErrStore, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback() // the error that matters is err
+		}
+	}()
+	stmt := tx.StmtContext(ctx, s.insert)
+	inserted = make([]bool, len(batch))
+	dups := 0
+	for i, req := range batch {
+		cb := req.cb
+		var errText any
+		if cb.Error != nil {
+			errText = *cb.Error
+		}
+		result := string(cb.Result)
+		if result == "" {
+			result = "null"
+		}
+		res, err := stmt.ExecContext(ctx, cb.EventID, cb.TaskID, cb.CeleryTaskID, cb.TaskName, string(cb.Status),
+			result, errText, cb.Timestamp, cb.Attempt, cb.ReceivedAt.UnixNano(), string(cb.Body))
+		if err != nil {
+			return nil, fmt.Errorf("%w: insert event %s: %w", ErrStore, cb.EventID, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return nil, fmt.Errorf("%w: insert event %s: %w", ErrStore, cb.EventID, err)
+		}
+		inserted[i] = n == 1
+		if n == 0 {
+			dups++
+		}
+	}
+	if dups > 0 {
+		if _, err := tx.ExecContext(ctx, sqliteCountDuplicates, dups); err != nil {
+			return nil, fmt.Errorf("%w: count duplicates: %w", ErrStore, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("%w: commit: %w", ErrStore, err)
+	}
+	return inserted, nil
+}
+
+// Seen implements Store.
+func (s *SQLiteStore) Seen(ctx context.Context, eventID string) (bool, error) {
+	var one int
+	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM callbacks WHERE event_id = ?`, eventID).Scan(&one)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("%w: look up event %s: %w", ErrStore, eventID, err)
+	}
+	return true, nil
+}
+
+// ByTaskID implements Store.
+func (s *SQLiteStore) ByTaskID(ctx context.Context, taskID string) ([]Callback, error) {
+	if taskID == "" {
+		return nil, nil
+	}
+	rows, err := s.r.QueryContext(ctx, sqliteSelect+` WHERE task_id = ? OR celery_task_id = ? ORDER BY received_at, rowid`, taskID, taskID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: query task %s: %w", ErrStore, taskID, err)
+	}
+	defer rows.Close()
+	var out []Callback
+	for rows.Next() {
+		var (
+			cb       Callback
+			status   string
+			result   string
+			errText  sql.NullString
+			received int64
+			body     string
+		)
+		if err := rows.Scan(&cb.EventID, &cb.TaskID, &cb.CeleryTaskID, &cb.TaskName, &status, &result, &errText,
+			&cb.Timestamp, &cb.Attempt, &received, &body); err != nil {
+			return nil, fmt.Errorf("%w: read task %s: %w", ErrStore, taskID, err)
+		}
+		cb.Status, cb.Result, cb.Body = Status(status), []byte(result), []byte(body)
+		if errText.Valid {
+			cb.Error = &errText.String
+		}
+		cb.ReceivedAt = time.Unix(0, received)
+		out = append(out, cb)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%w: read task %s: %w", ErrStore, taskID, err)
+	}
+	return out, nil
+}
+
+// Stats implements Store.
+func (s *SQLiteStore) Stats(ctx context.Context) (StoreStats, error) {
+	st := StoreStats{ByStatus: map[Status]int64{}}
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return st, fmt.Errorf("%w: stats: %w", ErrStore, err)
+	}
+	defer func() { _ = tx.Rollback() }() // read-only: nothing to undo
+	rows, err := tx.QueryContext(ctx, `SELECT status, COUNT(*) FROM callbacks GROUP BY status`)
+	if err != nil {
+		return st, fmt.Errorf("%w: stats: %w", ErrStore, err)
+	}
+	for rows.Next() {
+		var status string
+		var n int64
+		if err := rows.Scan(&status, &n); err != nil {
+			rows.Close()
+			return st, fmt.Errorf("%w: stats: %w", ErrStore, err)
+		}
+		st.ByStatus[Status(status)] = n
+		st.Unique += n
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return st, fmt.Errorf("%w: stats: %w", ErrStore, err)
+	}
+	err = tx.QueryRowContext(ctx, `SELECT value FROM callback_counters WHERE name = 'duplicates'`).Scan(&st.Duplicates)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return st, fmt.Errorf("%w: stats: %w", ErrStore, err)
+	}
+	st.Received = st.Unique + st.Duplicates
+	return st, nil
+}

@@ -1,0 +1,56 @@
+// Package rig is the logic of the three example services that rebuild the original Python rig in
+// Go: the task API (examples/main_api, :8000), the callback receiver (examples/callback_receiver,
+// :8001) and the worker (examples/worker). Each main is a few lines around this package, and the
+// demo runs all three in one process with it.
+//
+// The services interoperate with the original Python files in examples/python: a Python worker
+// (tasks.py) runs what the Go API submits, the Go worker runs what the Python main_api.py
+// submits, and either worker's callbacks reach either receiver. Both sides read the same
+// environment variables (see ConfigFromEnv):
+//
+//	CELERY_BROKER_URL / REDIS_URL            broker (the first set wins, as in Celery), default
+//	                                         redis://127.0.0.1:6379/0
+//	CELERY_RESULT_BACKEND / RESULT_URL       result backend, default: the broker URL (as tasks.py)
+//	CALLBACK_URL                             default http://127.0.0.1:8001/receive-task-result
+//	TASK_SLEEP                               seconds per task (float), default 1
+//	CONCURRENCY                              worker concurrency, default 1
+//	PORT                                     HTTP port, default 8000 (API) / 8001 (receiver)
+//	CALLBACK_SECRET                          HMAC secret shared by the Go worker and Go receiver
+//	FAIL_EVERY                               Go worker: every n-th task fails on purpose
+//	CALLBACK_DB                              receiver: SQLite file, default callbacks.db
+//	MAX_BODY_BYTES, RESULT_EXPIRES, SHUTDOWN_TIMEOUT
+//
+// # API (NewAPI)
+//
+//	POST /submit-task          any JSON object → 200 {"code", "message", "business_task_id",
+//	                           "celery_task_id"}; 400 not a JSON object; 413 too large; 503 Redis down
+//	GET  /task-status/{id}     business or Celery id → {"code", "business_task_id", "celery_task_id",
+//	                           "status", "result", "error", "retries", "worker"}; 404 never submitted
+//	GET  /healthz              Redis PING
+//	GET  /metrics              Prometheus text: queue depth, submissions, callback outbox
+//
+// Submitting sends tasks.process_task with kwargs {"task_id": <business id>, "data": <the object>},
+// exactly as the original process_task.delay(task_id=..., data=...). Status is read from the result
+// backend (a Go worker stores STARTED and, with result_extended, the worker and retries), so it
+// answers in a millisecond for queued, running and finished tasks alike, where the original's
+// inspect broadcast took two seconds and knew only running ones.
+//
+// # Receiver (NewReceiver)
+//
+//	POST /receive-task-result  callback.NewHandler: signature check, dedupe, store
+//	GET  /callbacks/{id}       the stored callbacks of a task (business or Celery id); 404 none
+//	GET  /callbacks/stats      {"received", "unique", "duplicates", "by_status"}
+//	GET  /healthz
+//
+// # Worker (NewWorker)
+//
+// tasks.process_task(task_id, data) sleeps TaskSleep and returns the original's result
+// {"status": "success", "business_task_id", "data", "message": "任务执行完成", "process_time"}.
+// It runs with prefetch 1, acks_late, track_started and result_extended; its callbacks go through
+// the durable outbox (callback/celeryhook) and a Dispatcher in the same process. To see failures,
+// submit data with "fail": true, or set FAIL_EVERY: the task raises ValueError (a real Python
+// ValueError for Python readers) and a "failed" callback follows.
+//
+// Messages come from the original, whose Chinese text lost some characters in the document's
+// re-encoding; they are restored here (see MsgSubmitted and the others).
+package rig

@@ -1,0 +1,147 @@
+package rig
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/celerybridge/celerybridge/callback"
+	"github.com/celerybridge/celerybridge/callback/celeryhook"
+	"github.com/celerybridge/celerybridge/celerycompat"
+)
+
+// TaskArgs are tasks.process_task's parameters, in the Python signature's order
+// process_task(self, task_id, data).
+type TaskArgs struct {
+	TaskID string `json:"task_id"`
+	Data   any    `json:"data"`
+}
+
+// TaskResult builds what tasks.process_task returns, the original's shape:
+//
+//	{"status": "success", "business_task_id": task_id, "data": data,
+//	 "message": "任务执行完成", "process_time": <TASK_SLEEP in seconds>}
+//
+// process_time is the configured work time, as the original writes its sleep (1.0).
+func TaskResult(taskID string, data any, sleep time.Duration) map[string]any {
+	return map[string]any{
+		"status":           "success",
+		"business_task_id": taskID,
+		"data":             data,
+		"message":          MsgTaskDone,
+		"process_time":     sleep.Seconds(),
+	}
+}
+
+// NewWorker builds the Go worker for tasks.process_task on the default queue "celery":
+// Concurrency from cfg, prefetch multiplier 1, acks_late, track_started, result_extended with
+// cfg.ResultExpires, max_retries 0 (as the original), and callbacks recorded in the outbox on
+// deps.Broker (celeryhook) before each ack. The returned Dispatcher delivers them to
+// cfg.CallbackURL, signed when cfg.CallbackSecret is set. Run both with RunWorker (or w.Run and
+// d.Run yourself; shut the worker down first). ctx is not retained; nothing here touches Redis
+// until Run.
+//
+// A task fails on purpose, raising ValueError, when its data is an object with "fail": true, or
+// when it is the FailEvery-th task this worker started (counting from 1).
+func NewWorker(ctx context.Context, cfg Config, deps Deps) (*celerycompat.Worker, *callback.Dispatcher, error) {
+	if err := deps.check(); err != nil {
+		return nil, nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, err
+	}
+	db, err := brokerDB(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	log := deps.logger()
+	broker, err := celerycompat.NewBroker(deps.Broker, celerycompat.BrokerConfig{DB: db, Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("rig: broker: %w", err)
+	}
+	backend, err := celerycompat.NewBackend(deps.results(), celerycompat.BackendConfig{
+		ResultExtended: true, ResultExpires: cfg.ResultExpires, Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("rig: backend: %w", err)
+	}
+	w, err := celerycompat.NewWorker(broker, celerycompat.WorkerConfig{
+		Queues:             []string{Queue},
+		Concurrency:        cfg.Concurrency,
+		PrefetchMultiplier: 1,
+		TrackStarted:       true,
+		Backend:            backend,
+		ShutdownTimeout:    cfg.ShutdownTimeout,
+		Logger:             log,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("rig: worker: %w", err)
+	}
+	t := &task{sleep: cfg.TaskSleep, failEvery: int64(cfg.FailEvery), wait: deps.Sleep}
+	if t.wait == nil {
+		t.wait = sleepCtx
+	}
+	if err := w.Register(TaskName, celerycompat.Typed(t.process, "task_id", "data"),
+		celerycompat.TaskMaxRetries(0)); err != nil {
+		return nil, nil, fmt.Errorf("rig: register %s: %w", TaskName, err)
+	}
+	ob, err := callback.NewOutbox(deps.Broker, callback.OutboxConfig{URL: cfg.CallbackURL, Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("rig: outbox: %w", err)
+	}
+	celeryhook.Connect(w.Hooks(), ob, celeryhook.Options{}, TaskName)
+	d, err := callback.NewDispatcher(ob, callback.DispatcherConfig{Secret: secret(cfg), Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("rig: dispatcher: %w", err)
+	}
+	return w, d, nil
+}
+
+// task is tasks.process_task.
+type task struct {
+	sleep     time.Duration
+	failEvery int64
+	started   atomic.Int64
+	wait      func(ctx context.Context, d time.Duration) error
+}
+
+func (t *task) process(ctx context.Context, req *celerycompat.Request, a TaskArgs) (any, error) {
+	n := t.started.Add(1)
+	if err := t.wait(ctx, t.sleep); err != nil {
+		return nil, err // shutting down past the timeout: the message stays un-acked and runs again
+	}
+	if m, ok := a.Data.(map[string]any); ok && m["fail"] == true {
+		return nil, simulated("data.fail is true")
+	}
+	if t.failEvery > 0 && n%t.failEvery == 0 {
+		return nil, simulated(fmt.Sprintf("task %d of every %d fails (FAIL_EVERY)", n, t.failEvery))
+	}
+	return TaskResult(a.TaskID, a.Data, t.sleep), nil
+}
+
+// simulated is the on-purpose failure: a builtins.ValueError, which Python readers raise as is.
+func simulated(why string) error {
+	return &celerycompat.TaskError{ExcModule: "builtins", ExcType: "ValueError",
+		ExcMessage: []any{"simulated failure: " + why}}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func secret(cfg Config) []byte {
+	if cfg.CallbackSecret == "" {
+		return nil
+	}
+	return []byte(cfg.CallbackSecret)
+}
