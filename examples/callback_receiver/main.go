@@ -10,50 +10,29 @@ package main
 
 import (
 	"context"
-	"flag"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/celerybridge/celerybridge/examples/internal/rig"
 )
 
 func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(log); err != nil {
-		log.Error("callback_receiver", "err", err)
-		os.Exit(1)
-	}
-}
-
-func run(log *slog.Logger) error {
-	cfg, err := rig.ConfigFromEnv(os.Getenv)
-	if err != nil {
-		return err
-	}
-	cfg.RegisterFlags(flag.CommandLine)
-	flag.Parse()
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	store, closeStore, err := rig.OpenStore(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer closeStore()
-	e, err := rig.NewReceiver(ctx, cfg, store, log)
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.Addr(rig.DefaultReceiverPort))
-	if err != nil {
-		return err
-	}
-	log.Info("callback_receiver listening", "addr", ln.Addr().String(), "db", cfg.CallbackDB,
-		"signed", cfg.CallbackSecret != "")
-	return rig.Serve(ctx, e, ln, cfg.ShutdownTimeout)
+	rig.Main("callback_receiver", func(ctx context.Context, cfg rig.Config, log *slog.Logger) error {
+		store, closeStore, err := rig.OpenStore(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		e, err := rig.NewReceiver(ctx, cfg, store, log)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", cfg.Addr(rig.DefaultReceiverPort))
+		if err != nil {
+			return err
+		}
+		log.Info("callback_receiver listening", "addr", ln.Addr().String(), "db", cfg.CallbackDB,
+			"signed", cfg.CallbackSecret != "")
+		return rig.Serve(ctx, e, ln, cfg.ShutdownTimeout)
+	})
 }

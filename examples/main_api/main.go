@@ -9,49 +9,28 @@ package main
 
 import (
 	"context"
-	"flag"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/celerybridge/celerybridge/examples/internal/rig"
 )
 
 func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(log); err != nil {
-		log.Error("main_api", "err", err)
-		os.Exit(1)
-	}
-}
-
-func run(log *slog.Logger) error {
-	cfg, err := rig.ConfigFromEnv(os.Getenv)
-	if err != nil {
-		return err
-	}
-	cfg.RegisterFlags(flag.CommandLine)
-	flag.Parse()
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	deps, closePools, err := rig.OpenDeps(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer closePools()
-	e, err := rig.NewAPI(ctx, cfg, deps)
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.Addr(rig.DefaultAPIPort))
-	if err != nil {
-		return err
-	}
-	log.Info("main_api listening", "addr", ln.Addr().String(), "redis", rig.Redacted(cfg.RedisURL))
-	return rig.Serve(ctx, e, ln, cfg.ShutdownTimeout)
+	rig.Main("main_api", func(ctx context.Context, cfg rig.Config, log *slog.Logger) error {
+		deps, closePools, err := rig.OpenDeps(cfg, log)
+		if err != nil {
+			return err
+		}
+		defer closePools()
+		e, err := rig.NewAPI(ctx, cfg, deps)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", cfg.Addr(rig.DefaultAPIPort))
+		if err != nil {
+			return err
+		}
+		log.Info("main_api listening", "addr", ln.Addr().String(), "redis", rig.Redacted(cfg.RedisURL))
+		return rig.Serve(ctx, e, ln, cfg.ShutdownTimeout)
+	})
 }

@@ -11,45 +11,24 @@ package main
 
 import (
 	"context"
-	"flag"
 	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/celerybridge/celerybridge/examples/internal/rig"
 )
 
 func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(log); err != nil {
-		log.Error("worker", "err", err)
-		os.Exit(1)
-	}
-}
-
-func run(log *slog.Logger) error {
-	cfg, err := rig.ConfigFromEnv(os.Getenv)
-	if err != nil {
-		return err
-	}
-	cfg.RegisterFlags(flag.CommandLine)
-	flag.Parse()
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	deps, closePools, err := rig.OpenDeps(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer closePools()
-	w, d, err := rig.NewWorker(ctx, cfg, deps)
-	if err != nil {
-		return err
-	}
-	log.Info("worker started", "redis", rig.Redacted(cfg.RedisURL), "concurrency", cfg.Concurrency,
-		"task_sleep", cfg.TaskSleep, "callback_url", cfg.CallbackURL, "fail_every", cfg.FailEvery)
-	return rig.RunWorker(ctx, w, d, cfg.ShutdownTimeout)
+	rig.Main("worker", func(ctx context.Context, cfg rig.Config, log *slog.Logger) error {
+		deps, closePools, err := rig.OpenDeps(cfg, log)
+		if err != nil {
+			return err
+		}
+		defer closePools()
+		w, d, err := rig.NewWorker(ctx, cfg, deps)
+		if err != nil {
+			return err
+		}
+		log.Info("worker started", "redis", rig.Redacted(cfg.RedisURL), "concurrency", cfg.Concurrency,
+			"task_sleep", cfg.TaskSleep, "callback_url", cfg.CallbackURL, "fail_every", cfg.FailEvery)
+		return rig.RunWorker(ctx, w, d, cfg.ShutdownTimeout)
+	})
 }
