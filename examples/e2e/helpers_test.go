@@ -1,0 +1,436 @@
+// Package e2e runs the example services as separate processes, the way a user would, and checks
+// them with the load tester: the all-Go rig, the mixed Go/Python set-ups, crash and outage runs,
+// /task-status in every state, every command of examples/WALKTHROUGH.md, and the benchmarks
+// against the original Python rig.
+//
+// It needs redis-server (CELERYBRIDGE_REDIS_SERVER or PATH) and, for the Python set-ups, the
+// project venv (CELERYBRIDGE_VENV, default <repo>/.venv, made by `make setup`). Without them the
+// tests skip with a message; with CI=true they fail instead. The Go services are built once per
+// run with `go build -o` into a temporary directory (without -race: they are the programs under
+// test, not this package).
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// binDir holds the built services; TestMain makes and removes it.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "celerybridge-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// --- peers -----------------------------------------------------------------------------------
+
+// inCI reports whether the tests run under CI (CI=true), where missing peers are failures.
+func inCI() bool {
+	v := strings.ToLower(os.Getenv("CI"))
+	return v == "true" || v == "1"
+}
+
+// missing skips the test, or fails it under CI, because a peer is not available.
+func missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if inCI() {
+		t.Fatalf("CI=true and a peer is missing: %s", msg)
+	}
+	t.Skip(msg)
+}
+
+// repoRoot is the module root (the directory holding go.mod).
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// venv returns the venv directory with celery, fastapi, uvicorn and requests, or skips.
+func venv(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("CELERYBRIDGE_VENV")
+	if dir == "" {
+		dir = filepath.Join(repoRoot(t), ".venv")
+	}
+	py := filepath.Join(dir, "bin", "python")
+	out, err := exec.Command(py, "-c", "import celery, fastapi, uvicorn, requests; print(celery.__version__)").CombinedOutput()
+	if err != nil {
+		missing(t, "no Python venv with celery, fastapi, uvicorn and requests at %s (`make setup` makes it; CELERYBRIDGE_VENV names another): %v %s",
+			dir, err, bytes.TrimSpace(out))
+	}
+	return dir
+}
+
+// pythonDir is examples/python.
+func pythonDir(t testing.TB) string { return filepath.Join(repoRoot(t), "examples", "python") }
+
+var (
+	buildOnce sync.Once
+	buildErr  error
+)
+
+// bin returns the path of a built service ("main_api", "worker", "callback_receiver",
+// "loadtest", "demo"). The first call builds all of them.
+func bin(t testing.TB, name string) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		cmd := exec.Command("go", "build", "-trimpath", "-o", binDir+string(filepath.Separator),
+			"./examples/main_api", "./examples/worker", "./examples/callback_receiver", "./examples/loadtest", "./examples/demo")
+		cmd.Dir = repoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, name)
+}
+
+// --- redis-server (the start and stop logic of callback/internal/testenv) -------------------
+
+// redisServer is a redis-server process owned by one test.
+type redisServer struct {
+	t    testing.TB
+	bin  string
+	dir  string
+	Port int
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+}
+
+// startRedis starts a fresh redis-server on a free loopback port and stops it when the test ends.
+func startRedis(t testing.TB) *redisServer {
+	t.Helper()
+	path := os.Getenv("CELERYBRIDGE_REDIS_SERVER")
+	if path == "" {
+		var err error
+		if path, err = exec.LookPath("redis-server"); err != nil {
+			missing(t, "redis-server not found on PATH (`make setup` installs it; CELERYBRIDGE_REDIS_SERVER names another)")
+		}
+	}
+	r := &redisServer{t: t, bin: path, dir: t.TempDir(), Port: freePort(t)}
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisServer) start() {
+	r.t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd != nil {
+		return
+	}
+	cmd := exec.Command(r.bin,
+		"--port", fmt.Sprint(r.Port), "--bind", "127.0.0.1", "--dir", r.dir,
+		"--save", "", "--appendonly", "no", "--databases", "16", "--daemonize", "no",
+		"--loglevel", "warning", "--logfile", filepath.Join(r.dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		r.t.Fatalf("start redis-server: %v", err)
+	}
+	r.cmd = cmd
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := redis.Dial("tcp", r.Addr())
+		if err == nil {
+			_, err = c.Do("PING")
+			c.Close()
+			if err == nil {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
+			r.t.Fatalf("redis-server did not answer on %s: %v\n%s", r.Addr(), err, log)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (r *redisServer) stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+func (r *redisServer) Addr() string      { return fmt.Sprintf("127.0.0.1:%d", r.Port) }
+func (r *redisServer) URL(db int) string { return fmt.Sprintf("redis://%s/%d", r.Addr(), db) }
+func (r *redisServer) Pool(db int) *redis.Pool {
+	p := &redis.Pool{MaxIdle: 8, DialContext: func(ctx context.Context) (redis.Conn, error) {
+		return redis.DialContext(ctx, "tcp", r.Addr(), redis.DialDatabase(db), redis.DialConnectTimeout(2*time.Second))
+	}}
+	r.t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// do runs one command on database 0 and fails the test on error.
+func (r *redisServer) do(cmd string, args ...any) any {
+	r.t.Helper()
+	c, err := redis.Dial("tcp", r.Addr())
+	if err != nil {
+		r.t.Fatalf("dial redis: %v", err)
+	}
+	defer c.Close()
+	v, err := c.Do(cmd, args...)
+	if err != nil {
+		r.t.Fatalf("redis %s: %v", cmd, err)
+	}
+	return v
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// --- processes -------------------------------------------------------------------------------
+
+// rigVars are the variables the services read; the tests set them explicitly, so none leaks in
+// from the developer's shell.
+var rigVars = []string{"REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "RESULT_URL", "CALLBACK_URL",
+	"CALLBACK_SECRET", "TASK_SLEEP", "CONCURRENCY", "FAIL_EVERY", "PORT", "CALLBACK_DB", "MAX_BODY_BYTES",
+	"RESULT_EXPIRES", "SHUTDOWN_TIMEOUT", "API_URL", "RECEIVER_URL", "TOTAL_TASKS", "SUBMIT_CONCURRENCY",
+	"VIRTUAL_ENV", "PYTHONPATH"}
+
+// environ is os.Environ without rigVars, plus vars (NAME=value), plus unbuffered Python output
+// and no .pyc files in the tree.
+func environ(vars ...string) []string {
+	drop := map[string]bool{}
+	for _, v := range rigVars {
+		drop[v] = true
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if !drop[name] {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1")
+	return append(env, vars...)
+}
+
+// proc is a service process (and its children: it leads its own process group).
+type proc struct {
+	t       testing.TB
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	err     error
+}
+
+// startProc starts argv in dir with env, output to a log file in the test's temp dir. It is
+// stopped (SIGTERM, then SIGKILL after 15 s) when the test ends; the log tail is printed when the
+// test failed.
+func startProc(t testing.TB, name, dir string, env []string, argv ...string) *proc {
+	t.Helper()
+	logf, err := os.CreateTemp(t.TempDir(), name+"-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir, cmd.Env = dir, env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &proc{t: t, name: name, cmd: cmd, logPath: logf.Name(), done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("--- last lines of %s (%s) ---\n%s", name, p.logPath, p.tail(40))
+		}
+	})
+	return p
+}
+
+// signal sends sig to the process group.
+func (p *proc) signal(sig syscall.Signal) { _ = syscall.Kill(-p.cmd.Process.Pid, sig) }
+
+// stop ends the process gracefully: SIGTERM to its group, SIGKILL after 15 s.
+func (p *proc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		p.t.Errorf("%s did not stop within 15 s of SIGTERM; killing it", p.name)
+		p.kill()
+	}
+}
+
+// kill ends the process group with SIGKILL and waits for it.
+func (p *proc) kill() {
+	p.signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// exited reports whether the process has ended.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// log returns the process output so far.
+func (p *proc) log() string {
+	b, _ := os.ReadFile(p.logPath)
+	return string(b)
+}
+
+func (p *proc) tail(n int) string {
+	lines := strings.Split(strings.TrimRight(p.log(), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// waitLog waits until the output contains s.
+func (p *proc) waitLog(s string, timeout time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(p.log(), s) {
+		if p.exited() {
+			p.t.Fatalf("%s exited (%v) before logging %q:\n%s", p.name, p.err, s, p.tail(40))
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s did not log %q within %v:\n%s", p.name, s, timeout, p.tail(40))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitHTTP waits until url answers below 500 (or the process exits).
+func (p *proc) waitHTTP(url string, timeout time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode < 500 {
+				return
+			}
+		}
+		if p.exited() {
+			p.t.Fatalf("%s exited (%v) before %s answered:\n%s", p.name, p.err, url, p.tail(40))
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s: %s did not answer within %v (%v):\n%s", p.name, url, timeout, err, p.tail(40))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// --- HTTP ------------------------------------------------------------------------------------
+
+// getJSON GETs url into v and returns the status.
+func getJSON(t testing.TB, url string, v any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if v != nil {
+		if err := json.Unmarshal(body, v); err != nil {
+			t.Fatalf("GET %s: %v: %s", url, err, body)
+		}
+	}
+	return resp.StatusCode
+}
+
+// postJSON POSTs body to url and decodes the answer into v.
+func postJSON(t testing.TB, url, body string, v any) int {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if v != nil {
+		if err := json.Unmarshal(raw, v); err != nil {
+			t.Fatalf("POST %s: %v: %s", url, err, raw)
+		}
+	}
+	return resp.StatusCode
+}
+
+// lines counts the lines of a file.
+func lines(t testing.TB, path string) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	for s := bufio.NewScanner(f); s.Scan(); {
+		n++
+	}
+	return n
+}
