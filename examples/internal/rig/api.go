@@ -98,7 +98,7 @@ func NewAPI(ctx context.Context, cfg Config, deps Deps) (*echo.Echo, error) {
 	if deps.Results != nil {
 		a.pools = append(a.pools, deps.Results)
 	}
-	if a.broker, err = celerycompat.NewBroker(deps.Broker, celerycompat.BrokerConfig{DB: db, Logger: a.log}); err != nil {
+	if a.broker, err = celerycompat.NewBroker(deps.Broker, celerycompat.BrokerConfig{DB: db, VisibilityTimeout: cfg.VisibilityTimeout, Logger: a.log}); err != nil {
 		return nil, fmt.Errorf("rig: broker: %w", err)
 	}
 	if a.backend, err = celerycompat.NewBackend(deps.results(), celerycompat.BackendConfig{

@@ -86,6 +86,10 @@ type Config struct {
 	// API remembers which Celery id belongs to which business id: RESULT_EXPIRES in seconds,
 	// default DefaultResultExpires. Flag -result-expires.
 	ResultExpires time.Duration
+	// VisibilityTimeout is kombu's visibility_timeout: VISIBILITY_TIMEOUT in seconds, default
+	// one hour (Celery's). Every worker on the queue, Python or Go, must use the same value.
+	// Flag -visibility-timeout.
+	VisibilityTimeout time.Duration
 	// ShutdownTimeout bounds the drain on SIGINT/SIGTERM: SHUTDOWN_TIMEOUT in seconds, default
 	// DefaultShutdownTimeout. Flag -shutdown-timeout.
 	ShutdownTimeout time.Duration
@@ -149,6 +153,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	parse("MAX_BODY_BYTES", int64(DefaultMaxBodyBytes), &cfg.MaxBodyBytes)
 	parse("RESULT_EXPIRES", DefaultResultExpires, &cfg.ResultExpires)
 	parse("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, &cfg.ShutdownTimeout)
+	parse("VISIBILITY_TIMEOUT", celerycompat.DefaultVisibilityTimeout, &cfg.VisibilityTimeout)
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("rig: config: %w", err)
 	}
@@ -173,6 +178,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.CallbackDB, "db", c.CallbackDB, "receiver: SQLite file, or :memory: (CALLBACK_DB)")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body", c.MaxBodyBytes, "largest request body in bytes (MAX_BODY_BYTES)")
 	fs.Var((*seconds)(&c.ResultExpires), "result-expires", "seconds results and id mappings are kept (RESULT_EXPIRES)")
+	fs.Var((*seconds)(&c.VisibilityTimeout), "visibility-timeout", "seconds before an un-acked message is restored (VISIBILITY_TIMEOUT)")
 	fs.Var((*seconds)(&c.ShutdownTimeout), "shutdown-timeout", "seconds a graceful shutdown may take (SHUTDOWN_TIMEOUT)")
 }
 
@@ -210,6 +216,9 @@ func (c Config) Validate() error {
 	}
 	if c.ResultExpires < time.Second {
 		errs = append(errs, fmt.Errorf("result expires %v: must be at least 1s", c.ResultExpires))
+	}
+	if c.VisibilityTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("visibility timeout %v: must be at least 1s", c.VisibilityTimeout))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout %v: must be positive", c.ShutdownTimeout))

@@ -13,7 +13,7 @@ func TestConfigFromEnv(t *testing.T) {
 	defaults := Config{
 		RedisURL: DefaultRedisURL, CallbackURL: DefaultCallbackURL, TaskSleep: time.Second,
 		Concurrency: 1, CallbackDB: "callbacks.db", MaxBodyBytes: 1 << 20,
-		ResultExpires: 24 * time.Hour, ShutdownTimeout: 30 * time.Second,
+		ResultExpires: 24 * time.Hour, ShutdownTimeout: 30 * time.Second, VisibilityTimeout: time.Hour,
 	}
 	with := func(f func(*Config)) Config { c := defaults; f(&c); return c }
 	tests := []struct {
@@ -31,11 +31,12 @@ func TestConfigFromEnv(t *testing.T) {
 		{"RESULT_URL", env{"RESULT_URL": "redis://x/4"}, with(func(c *Config) { c.ResultURL = "redis://x/4" })},
 		{"everything", env{"CALLBACK_URL": "http://cb:9/x", "CALLBACK_SECRET": "s", "TASK_SLEEP": "0.25",
 			"CONCURRENCY": "4", "FAIL_EVERY": "10", "PORT": "9000", "CALLBACK_DB": ":memory:",
-			"MAX_BODY_BYTES": "100", "RESULT_EXPIRES": "3600", "SHUTDOWN_TIMEOUT": "1.5"},
+			"MAX_BODY_BYTES": "100", "RESULT_EXPIRES": "3600", "SHUTDOWN_TIMEOUT": "1.5", "VISIBILITY_TIMEOUT": "5"},
 			with(func(c *Config) {
 				c.CallbackURL, c.CallbackSecret, c.TaskSleep = "http://cb:9/x", "s", 250*time.Millisecond
 				c.Concurrency, c.FailEvery, c.Port, c.CallbackDB = 4, 10, 9000, ":memory:"
 				c.MaxBodyBytes, c.ResultExpires, c.ShutdownTimeout = 100, time.Hour, 1500*time.Millisecond
+				c.VisibilityTimeout = 5 * time.Second
 			})},
 		{"zero sleep", env{"TASK_SLEEP": "0"}, with(func(c *Config) { c.TaskSleep = 0 })},
 	}

@@ -56,7 +56,7 @@ func NewWorker(ctx context.Context, cfg Config, deps Deps) (*celerycompat.Worker
 		return nil, nil, err
 	}
 	log := deps.logger()
-	broker, err := celerycompat.NewBroker(deps.Broker, celerycompat.BrokerConfig{DB: db, Logger: log})
+	broker, err := celerycompat.NewBroker(deps.Broker, celerycompat.BrokerConfig{DB: db, VisibilityTimeout: cfg.VisibilityTimeout, Logger: log})
 	if err != nil {
 		return nil, nil, fmt.Errorf("rig: broker: %w", err)
 	}
