@@ -106,10 +106,8 @@ func (b *Broker) DeclareQueue(ctx context.Context, queue string) error {
 	defer c.Close()
 	member := BindingMember(queue, "", queue)
 	_ = c.Send("SADD", b.keys.Binding(queue), member)
+	// Do flushes both commands and reads both replies, returning the last.
 	if _, err := c.Do("SADD", b.keys.PermanentBinding(queue), member); err != nil {
-		return fmt.Errorf("%w: declare queue %s: %w", ErrBroker, queue, err)
-	}
-	if _, err := c.Receive(); err != nil {
 		return fmt.Errorf("%w: declare queue %s: %w", ErrBroker, queue, err)
 	}
 	b.declared.Store(queue, struct{}{})

@@ -59,6 +59,23 @@ type WorkerConfig struct {
 	// ShutdownTimeout bounds the drain when Run's context is cancelled (default: wait for every
 	// running task, as Celery's warm shutdown does).
 	ShutdownTimeout time.Duration
+	// DisableControl keeps the worker out of Celery's remote-control mailbox (celery inspect and
+	// control, Flower's inspector, revoke broadcasts). Celery workers always listen, and so does
+	// this one by default; the listener holds one pool connection while the worker runs.
+	DisableControl bool
+	// SendEvents publishes task events for Flower and `celery events` (Celery's -E); the
+	// enable_events and disable_events commands switch them at runtime.
+	SendEvents bool
+	// WithoutHeartbeat stops the worker-online, -heartbeat and -offline events (Celery's
+	// --without-heartbeat). By default they are sent, as by a Celery worker without -E.
+	WithoutHeartbeat bool
+	// HeartbeatInterval is the worker-heartbeat period (default 2 s, Celery's freq).
+	HeartbeatInterval time.Duration
+	// MaxConcurrency caps pool_grow (default max(Concurrency, 64)).
+	MaxConcurrency int
+	// RevokesMax and RevokeExpires bound the revoked-id set (defaults 50000 and 3 h, Celery's).
+	RevokesMax    int
+	RevokeExpires time.Duration
 	// Logger receives worker logs (keys task_id, task, queue); nil is silent.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -97,6 +114,7 @@ type Worker struct {
 	running sync.WaitGroup
 	stats   workerStats
 	outage  outageLog
+	ctl     *workerControl // remote control, events, revokes, rate limits
 }
 
 type workerState int
@@ -112,7 +130,7 @@ func NewWorker(broker *Broker, cfg WorkerConfig) (*Worker, error) {
 	if broker == nil {
 		return nil, fmt.Errorf("%w: nil broker", ErrInvalidConfig)
 	}
-	if cfg.Concurrency < 0 || cfg.PrefetchMultiplier < 0 {
+	if cfg.Concurrency < 0 || cfg.PrefetchMultiplier < 0 || cfg.MaxConcurrency < 0 {
 		return nil, fmt.Errorf("%w: negative concurrency or prefetch multiplier", ErrInvalidConfig)
 	}
 	if cfg.Concurrency == 0 {
@@ -164,6 +182,7 @@ func NewWorker(broker *Broker, cfg WorkerConfig) (*Worker, error) {
 		w.hooks = &Hooks{}
 	}
 	w.outage.log = w.log
+	w.ctl = newWorkerControl(w)
 	return w, nil
 }
 
@@ -237,8 +256,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.state = stateRunning
 	prefetch := w.cfg.Concurrency * w.cfg.PrefetchMultiplier
-	w.ready = make(chan *inflight, prefetch)
-	w.slots = make(chan struct{}, prefetch)
+	w.ready = make(chan *inflight, w.slotCapacity())
+	w.slots = make(chan struct{}, w.slotCapacity())
+	for range w.slotCapacity() - prefetch {
+		w.slots <- struct{}{} // spare capacity for pool_grow
+	}
 	w.mu.Unlock()
 	defer close(w.done)
 
@@ -252,10 +274,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	go func() { defer loops.Done(); w.restoreLoop(runCtx) }()
 
 	var execs sync.WaitGroup
+	spawn := func() { execs.Add(1); go func() { defer execs.Done(); w.execLoop(runCtx) }() }
 	for range w.cfg.Concurrency {
-		execs.Add(1)
-		go func() { defer execs.Done(); w.execLoop(runCtx) }()
+		spawn()
 	}
+	w.startControl(runCtx, spawn)
 	_ = w.hooks.ready.fire(runCtx, "", &WorkerReady{Hostname: w.cfg.Hostname}, w.logPanic)
 	w.log.Info("worker ready", "hostname", w.cfg.Hostname, "queues", w.cfg.Queues,
 		"concurrency", w.cfg.Concurrency, "prefetch", prefetch)
@@ -292,6 +315,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	hardStop()
 	<-drained
+	w.stopControl()
 	loops.Wait()
 	_ = w.hooks.shutdown.fire(context.WithoutCancel(ctx), "", &WorkerShutdown{Hostname: w.cfg.Hostname}, w.logPanic)
 	w.mu.Lock()

@@ -372,12 +372,12 @@ func (w *Worker) revokeWith(ctx context.Context, it *inflight, reason string, si
 		}
 	}
 	w.stats.revoked.Add(1)
-	w.eventRevoked(it, reason == RevokedReasonTerminated, signum, reason == RevokedReasonExpired)
 	if !w.fireHook(ctx, it, "task_revoked", func(ctx context.Context) error {
 		return w.hooks.revoked.fire(ctx, m.Task, &TaskRevoked{Request: it.req, Expired: reason == RevokedReasonExpired, Terminated: reason == RevokedReasonTerminated, Signum: signum}, w.logPanic)
 	}) {
 		_, _ = w.broker.Requeue(context.WithoutCancel(ctx), it.d.Tag, true)
 		return
 	}
+	w.eventRevoked(it, reason == RevokedReasonTerminated, signum, reason == RevokedReasonExpired)
 	w.ackOrLeave(ctx, it)
 }

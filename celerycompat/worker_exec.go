@@ -147,6 +147,9 @@ func (w *Worker) run(ctx context.Context, it *inflight) outcome {
 	defer cancel(nil)
 	w.mu.Lock()
 	it.cancel = cancel
+	if te := w.takeTerminate(it.msg.ID); te != nil { // revoked with terminate as it started
+		cancel(te)
+	}
 	w.mu.Unlock()
 	if soft > 0 {
 		t := time.AfterFunc(soft, func() { cancel(errSoftTimeLimit) })

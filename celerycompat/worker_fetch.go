@@ -177,7 +177,7 @@ func (w *Worker) accept(ctx context.Context, d *Delivery) {
 		w.unknown(ctx, it)
 		return
 	}
-	it.handler, it.cfg = h, cfg
+	it.handler, it.cfg = h, w.taskLimits(m.Task, cfg)
 	w.mu.Lock()
 	w.inflight[d.Tag] = it
 	w.mu.Unlock()
@@ -185,9 +185,14 @@ func (w *Worker) accept(ctx context.Context, d *Delivery) {
 		w.revoke(ctx, it, RevokedReasonExpired)
 		return
 	}
+	if w.isRevoked(m) {
+		w.revoke(ctx, it, RevokedReasonRevoked)
+		return
+	}
 	w.fireOnly(ctx, "task_received", it, func() error {
 		return w.hooks.received.fire(ctx, m.Task, &TaskReceived{Request: it.req}, w.logPanic)
 	})
+	w.eventReceived(it)
 	if m.ETA != nil && m.ETA.After(w.now()) {
 		w.schedule(it)
 		return

@@ -212,6 +212,8 @@ func TestWorkerRevokesExpiredTasks(t *testing.T) {
 	if meta.Status != cc.StateRevoked || !errors.As(err, &te) || te.ExcType != "TaskRevokedError" || te.Message() != "expired" {
 		t.Fatalf("expired task: %s %v, want REVOKED TaskRevokedError('expired')", meta.Status, err)
 	}
+	// REVOKED is stored before task_revoked fires, as in Celery: wait for the hook.
+	eventually(t, 5*time.Second, "task_revoked(expired)", func() bool { return revoked.Load() == 1 })
 	if ran.Load() != 0 || revoked.Load() != 1 {
 		t.Fatalf("ran %d times, task_revoked(expired) fired %d times; want 0 and 1", ran.Load(), revoked.Load())
 	}

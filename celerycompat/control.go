@@ -1,0 +1,533 @@
+package celerycompat
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/google/uuid"
+)
+
+// Celery's remote-control mailbox ("pidbox", kombu/pidbox.py) over Redis: requests are PUBLISHed
+// on the fanout channel of exchange celery.pidbox, which every worker PSUBSCRIBEs; replies are
+// LPUSHed to the client's reply queue "<oid>.reply.celery.pidbox", found through the binding set
+// of exchange reply.celery.pidbox.
+const (
+	pidboxExchange      = "celery.pidbox"
+	pidboxReplyExchange = "reply.celery.pidbox"
+	// DefaultControlTimeout is how long Celery's inspect and control collect replies.
+	DefaultControlTimeout = time.Second
+)
+
+// pidboxQueue is a worker's mailbox queue, bound to celery.pidbox with an empty routing key.
+func pidboxQueue(node string) string { return node + ".celery.pidbox" }
+
+// replyQueue is a client's reply queue, bound to reply.celery.pidbox with routing key oid.
+func replyQueue(oid string) string { return oid + "." + pidboxReplyExchange }
+
+// lamportClock is Celery's app.clock (kombu.clocks.LamportClock), shared by a worker's events
+// and control replies. Safe for concurrent use.
+type lamportClock struct{ v atomic.Int64 }
+
+func (c *lamportClock) forward() int64 { return c.v.Add(1) }
+func (c *lamportClock) value() int64   { return c.v.Load() }
+
+// adjust is LamportClock.adjust: the clock becomes max(local, other) + 1.
+func (c *lamportClock) adjust(other int64) int64 {
+	for {
+		cur := c.v.Load()
+		n := max(cur, other) + 1
+		if c.v.CompareAndSwap(cur, n) {
+			return n
+		}
+	}
+}
+
+// appendFanoutEnvelope appends a kombu envelope around a JSON body (events, pidbox requests and
+// replies): base64 body, the given headers, delivery_mode and delivery_info, priority 0 and a
+// new delivery tag, laid out as kombu writes it.
+func appendFanoutEnvelope(b, body []byte, headers pyDict, deliveryMode int, exchange, routingKey string, markers bool) ([]byte, error) {
+	b = append(b, `{"body": "`...)
+	b = base64.StdEncoding.AppendEncode(b, body)
+	b = append(b, `", "content-encoding": "utf-8", "content-type": "application/json", "headers": `...)
+	w := jsonWriter{b: b, markers: markers}
+	if err := w.value(headers, 0); err != nil {
+		return nil, err
+	}
+	b = append(w.b, `, "properties": {"delivery_mode": `...)
+	b = strconv.AppendInt(b, int64(deliveryMode), 10)
+	b = append(b, `, "delivery_info": {"exchange": `...)
+	b = appendPyString(b, exchange)
+	b = append(b, `, "routing_key": `...)
+	b = appendPyString(b, routingKey)
+	b = append(b, `}, "priority": 0, "body_encoding": "base64", "delivery_tag": "`...)
+	b = append(b, uuid.NewString()...)
+	return append(b, `"}}`...), nil
+}
+
+// kombuEnvelope is a decoded fanout or reply envelope.
+type kombuEnvelope struct {
+	headers map[string]any
+	body    []byte // after base64
+}
+
+// decodeFanoutEnvelope reads a kombu envelope whose body is JSON (pidbox and event messages).
+func decodeFanoutEnvelope(raw []byte) (*kombuEnvelope, error) {
+	p := jsonScanner{s: string(raw)}
+	var body, bodyEncoding, contentType string
+	env := &kombuEnvelope{}
+	err := p.object(func(k string) error {
+		var err error
+		switch k {
+		case "body":
+			body, err = p.strOrNull()
+		case "content-type":
+			contentType, err = p.strOrNull()
+		case "headers":
+			var v any
+			if v, err = p.value(); err == nil {
+				env.headers, _ = v.(map[string]any)
+			}
+		case "properties":
+			err = p.object(func(pk string) error {
+				if pk == "body_encoding" {
+					var err error
+					bodyEncoding, err = p.strOrNull()
+					return err
+				}
+				return p.skipValue()
+			})
+		default:
+			err = p.skipValue()
+		}
+		if err != nil {
+			return fieldErr(k, err)
+		}
+		return nil
+	})
+	if err == nil {
+		err = p.end()
+	}
+	if err != nil {
+		return nil, &DecodeError{Field: "envelope", Err: err}
+	}
+	if contentType != "" && contentType != ContentTypeJSON {
+		return nil, &ContentTypeError{ContentType: contentType, Reason: "remote control and events are JSON only"}
+	}
+	switch bodyEncoding {
+	case "base64":
+		b, err := base64.StdEncoding.DecodeString(body)
+		if err != nil {
+			return nil, &DecodeError{Field: "body", Err: fmt.Errorf("base64: %w", err)}
+		}
+		env.body = b
+	case "", "utf-8":
+		env.body = []byte(body)
+	default:
+		return nil, &DecodeError{Field: "properties.body_encoding", Err: fmt.Errorf("unsupported body encoding %q", bodyEncoding)}
+	}
+	return env, nil
+}
+
+// value decodes the body as one JSON value (kombu markers converted).
+func (e *kombuEnvelope) value() (any, error) {
+	q := jsonScanner{s: string(e.body)}
+	v, err := q.value()
+	if err == nil {
+		err = q.end()
+	}
+	if err != nil {
+		return nil, &DecodeError{Field: "body", Err: err}
+	}
+	return v, nil
+}
+
+// headerFloat reads a numeric header (clock, expires); 0 when absent or not a number.
+func (e *kombuEnvelope) headerFloat(k string) float64 {
+	f, _ := numberOption(e.headers[k])
+	return f
+}
+
+// controlRequest is a pidbox request body.
+type controlRequest struct {
+	Method      string
+	Arguments   map[string]any
+	Destination []string // nil: every node
+	Pattern     string
+	Matcher     string
+	Ticket      string
+	ReplyTo     *replyTo // nil: no reply wanted
+}
+
+type replyTo struct{ Exchange, RoutingKey string }
+
+// decodeControlRequest reads a pidbox request from a decoded body.
+func decodeControlRequest(v any) (*controlRequest, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, &DecodeError{Field: "body", Err: wantErr("an object", v)}
+	}
+	r := &controlRequest{}
+	var err error
+	if r.Method, err = genString(m["method"], "body.method"); err != nil {
+		return nil, err
+	}
+	if r.Method == "" {
+		return nil, &DecodeError{Field: "body.method", Err: errors.New("missing")}
+	}
+	if a := m["arguments"]; a != nil {
+		if r.Arguments, ok = a.(map[string]any); !ok {
+			return nil, &DecodeError{Field: "body.arguments", Err: wantErr("an object", a)}
+		}
+	}
+	switch d := m["destination"].(type) {
+	case nil:
+	case []any:
+		r.Destination = make([]string, 0, len(d))
+		for _, e := range d {
+			if s, ok := e.(string); ok {
+				r.Destination = append(r.Destination, s)
+			}
+		}
+	case string: // not what Python sends, but unambiguous
+		r.Destination = []string{d}
+	default:
+		return nil, &DecodeError{Field: "body.destination", Err: wantErr("a list", d)}
+	}
+	r.Pattern, _ = m["pattern"].(string)
+	r.Matcher, _ = m["matcher"].(string)
+	r.Ticket, _ = m["ticket"].(string)
+	if rt, ok := m["reply_to"].(map[string]any); ok {
+		r.ReplyTo = &replyTo{}
+		r.ReplyTo.Exchange, _ = rt["exchange"].(string)
+		r.ReplyTo.RoutingKey, _ = rt["routing_key"].(string)
+		if r.ReplyTo.RoutingKey == "" {
+			return nil, &DecodeError{Field: "body.reply_to.routing_key", Err: errors.New("missing")}
+		}
+	}
+	return r, nil
+}
+
+// ControlConfig configures a Control client. The zero value works.
+type ControlConfig struct {
+	// Timeout is how long Broadcast collects replies when the call gives none (default 1 s, as
+	// Celery's inspect and control).
+	Timeout time.Duration
+	// Logger receives diagnostics (undecodable replies); nil is silent.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Control sends Celery remote-control commands (what app.control and `celery inspect` /
+// `celery control` send) to every worker, Python or Go, and collects their replies. A Control is
+// safe for concurrent use: each Broadcast binds its own reply queue and removes it afterwards.
+type Control struct {
+	broker *Broker
+	cfg    ControlConfig
+	log    *slog.Logger
+	now    func() time.Time
+	clock  lamportClock
+}
+
+// NewControl returns a control client publishing through broker.
+func NewControl(broker *Broker, cfg ControlConfig) (*Control, error) {
+	if broker == nil {
+		return nil, fmt.Errorf("%w: nil broker", ErrInvalidConfig)
+	}
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("%w: negative control timeout", ErrInvalidConfig)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultControlTimeout
+	}
+	c := &Control{broker: broker, cfg: cfg, log: cfg.Logger, now: cfg.Now}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c, nil
+}
+
+// BroadcastOption sets one per-call option of Broadcast; the last one given wins.
+type BroadcastOption func(*broadcastOptions)
+
+type broadcastOptions struct {
+	timeout          time.Duration
+	destination      []string
+	limit            int
+	pattern, matcher string
+	noReply          bool
+}
+
+// WithReplyTimeout sets how long replies are collected (Celery's timeout=).
+func WithReplyTimeout(d time.Duration) BroadcastOption {
+	return func(o *broadcastOptions) { o.timeout = d }
+}
+
+// WithDestination addresses only the named nodes (Celery's destination=). Collection then stops
+// as soon as each has replied, unless WithReplyLimit says otherwise.
+func WithDestination(nodes ...string) BroadcastOption {
+	return func(o *broadcastOptions) { o.destination = append([]string(nil), nodes...) }
+}
+
+// WithReplyLimit stops collecting after n replies (Celery's limit=).
+func WithReplyLimit(n int) BroadcastOption { return func(o *broadcastOptions) { o.limit = n } }
+
+// WithPattern addresses the nodes whose name matches pattern: matcher "glob" (the default) or
+// "pcre" (a regular expression matched at the start of the name).
+func WithPattern(pattern, matcher string) BroadcastOption {
+	return func(o *broadcastOptions) { o.pattern, o.matcher = pattern, matcher }
+}
+
+// WithoutReply sends the command without asking for replies (Celery's reply=False); Broadcast
+// then returns nil replies at once.
+func WithoutReply() BroadcastOption { return func(o *broadcastOptions) { o.noReply = true } }
+
+// Replies maps each node that answered to its reply, as raw JSON. A command a node does not
+// know, or that failed there, gives {"error": "..."}.
+type Replies map[string]json.RawMessage
+
+// Nodes returns the names of the nodes that replied, sorted.
+func (r Replies) Nodes() []string {
+	out := make([]string, 0, len(r))
+	for n := range r {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Value decodes node's reply into generic values (json.Number numbers, kombu markers converted);
+// nil when the node did not reply.
+func (r Replies) Value(node string) (any, error) {
+	raw, ok := r[node]
+	if !ok {
+		return nil, nil
+	}
+	return Codec{}.UnmarshalValue(raw)
+}
+
+// Ping asks every worker for "pong" (celery inspect ping).
+func (c *Control) Ping(ctx context.Context, opts ...BroadcastOption) (Replies, error) {
+	return c.Broadcast(ctx, "ping", nil, opts...)
+}
+
+// inspectArgs are the arguments Celery's Inspect methods send.
+var inspectArgs = map[string]map[string]any{
+	"active":     {"safe": nil},
+	"registered": {"taskinfoitems": []any{}},
+	"conf":       {"with_defaults": false},
+}
+
+// Inspect runs an inspect command ("active", "reserved", "scheduled", "registered", "stats",
+// "revoked", "active_queues", "clock", "conf", "report", ...) with the arguments Celery's
+// app.control.inspect() sends for it.
+func (c *Control) Inspect(ctx context.Context, method string, opts ...BroadcastOption) (Replies, error) {
+	return c.Broadcast(ctx, method, inspectArgs[method], opts...)
+}
+
+// Revoke revokes task ids on every worker (app.control.revoke): queued, prefetched and
+// ETA-held copies are discarded as REVOKED, and with terminate the running ones are stopped
+// (SIGTERM for Python workers, context cancellation for Go ones). It waits for replies as any
+// Broadcast; pass WithoutReply for fire-and-forget, as Celery's revoke() does by default.
+func (c *Control) Revoke(ctx context.Context, ids []string, terminate bool, opts ...BroadcastOption) (Replies, error) {
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("%w: revoke without task ids", ErrInvalidConfig)
+	}
+	list := make([]any, len(ids))
+	for i, id := range ids {
+		list[i] = id
+	}
+	return c.Broadcast(ctx, "revoke", map[string]any{"task_id": list, "terminate": terminate, "signal": "SIGTERM"}, opts...)
+}
+
+// Broadcast publishes command with args to the workers' mailbox and collects replies until the
+// timeout passes (default ControlConfig.Timeout), the reply limit is reached, or ctx ends. It
+// returns the replies collected so far together with ctx's error when ctx ended first.
+func (c *Control) Broadcast(ctx context.Context, command string, args map[string]any, opts ...BroadcastOption) (Replies, error) {
+	o := broadcastOptions{timeout: c.cfg.Timeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if command == "" || o.timeout <= 0 || o.limit < 0 {
+		return nil, fmt.Errorf("%w: broadcast needs a command, a positive timeout and a non-negative limit", ErrInvalidConfig)
+	}
+	if o.matcher != "" && o.matcher != "glob" && o.matcher != "pcre" {
+		return nil, fmt.Errorf("%w: matcher %q (want glob or pcre)", ErrInvalidConfig, o.matcher)
+	}
+	if o.limit == 0 && len(o.destination) > 0 {
+		o.limit = len(o.destination)
+	}
+	if args == nil {
+		args = map[string]any{}
+	}
+	conn, err := c.broker.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	keys := c.broker.Keys()
+
+	body := pyDict{{"method", command}, {"arguments", args}, {"destination", nil}, {"pattern", nil}, {"matcher", nil}}
+	if o.destination != nil {
+		body[2].v = o.destination
+	}
+	if o.pattern != "" {
+		body[3].v = o.pattern
+		body[4].v = orDefault(o.matcher, "glob")
+	}
+	var ticket, oid string
+	if !o.noReply {
+		ticket, oid = uuid.NewString(), uuid.NewString()
+		body = append(body, pyItem{"ticket", ticket}, pyItem{"reply_to", pyDict{{"exchange", pidboxReplyExchange}, {"routing_key", oid}}})
+		// Bind the reply queue before publishing, as kombu does (maybe_declare of the reply queue),
+		// and remove it with its lists once done.
+		member := BindingMember(oid, "", replyQueue(oid))
+		if _, err := conn.Do("SADD", keys.Binding(pidboxReplyExchange), member); err != nil {
+			return nil, fmt.Errorf("%w: bind reply queue: %w", ErrBroker, err)
+		}
+		defer c.unbind(ctx, oid, member)
+	}
+	markers := c.broker.Codec().PeerVersion.AtLeast(Celery53)
+	w := jsonWriter{markers: markers}
+	if err := w.value(body, 0); err != nil {
+		return nil, fmt.Errorf("broadcast %s: %w", command, err)
+	}
+	start := c.now()
+	expires := float64(start.Add(o.timeout).UnixNano()) / 1e9
+	headers := pyDict{{"clock", c.clock.forward()}, {"expires", expires}}
+	env, err := appendFanoutEnvelope(nil, w.b, headers, 2, pidboxExchange, "", markers)
+	if err != nil {
+		return nil, fmt.Errorf("broadcast %s: %w", command, err)
+	}
+	if _, err := conn.Do("PUBLISH", keys.Fanout(pidboxExchange, ""), env); err != nil {
+		return nil, fmt.Errorf("%w: broadcast %s: %w", ErrBroker, command, err)
+	}
+	if o.noReply {
+		return nil, nil
+	}
+	return c.collect(ctx, conn, oid, ticket, start.Add(o.timeout), o.limit)
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// collect pops replies from the reply queue's lists until deadline or limit.
+func (c *Control) collect(ctx context.Context, conn redis.Conn, oid, ticket string, deadline time.Time, limit int) (Replies, error) {
+	keys := c.broker.Keys()
+	args := make([]any, 0, len(PrioritySteps)+1)
+	for _, s := range PrioritySteps {
+		args = append(args, keys.Queue(replyQueue(oid), s))
+	}
+	args = append(args, 0)
+	replies := Replies{}
+	intTimeout := false // Redis < 6 takes whole seconds only
+	for limit == 0 || len(replies) < limit {
+		if err := ctx.Err(); err != nil {
+			return replies, err
+		}
+		left := deadline.Sub(c.now())
+		if left <= 0 {
+			break
+		}
+		wait := min(left, time.Second)
+		if dl, ok := ctx.Deadline(); ok {
+			wait = min(wait, max(time.Until(dl), time.Millisecond))
+		}
+		if intTimeout {
+			args[len(args)-1] = int(math.Ceil(wait.Seconds()))
+		} else {
+			args[len(args)-1] = strconv.FormatFloat(max(wait.Seconds(), 0.001), 'f', 3, 64)
+		}
+		v, err := doBlocking(conn, wait, "BRPOP", args...)
+		if err != nil && !intTimeout && strings.Contains(err.Error(), "timeout is not") {
+			intTimeout = true
+			continue
+		}
+		if errors.Is(err, redis.ErrNil) || (err == nil && v == nil) {
+			continue
+		}
+		if err != nil {
+			return replies, fmt.Errorf("%w: collect replies: %w", ErrBroker, err)
+		}
+		pair, err := redis.ByteSlices(v, nil)
+		if err != nil || len(pair) != 2 {
+			continue
+		}
+		c.addReply(replies, pair[1], ticket)
+	}
+	return replies, nil
+}
+
+// doBlocking runs a blocking command with a read timeout past its own, when the connection
+// supports per-call timeouts (redigo's do).
+func doBlocking(conn redis.Conn, wait time.Duration, cmd string, args ...any) (any, error) {
+	if _, ok := conn.(redis.ConnWithTimeout); ok {
+		return redis.DoWithTimeout(conn, wait+5*time.Second, cmd, args...)
+	}
+	return conn.Do(cmd, args...)
+}
+
+// addReply decodes one reply envelope into replies if it answers ticket (kombu's _collect: the
+// clock is adjusted, expired replies and other tickets' replies are dropped).
+func (c *Control) addReply(replies Replies, raw []byte, ticket string) {
+	env, err := decodeFanoutEnvelope(raw)
+	if err != nil {
+		c.log.Warn("undecodable control reply dropped", "error", err)
+		return
+	}
+	c.clock.adjust(int64(env.headerFloat("clock")))
+	if exp := env.headerFloat("expires"); exp > 0 && float64(c.now().UnixNano())/1e9 > exp {
+		return
+	}
+	if t, _ := env.headers["ticket"].(string); t != "" && t != ticket {
+		return
+	}
+	p := jsonScanner{s: string(env.body)}
+	err = p.object(func(node string) error {
+		raw, err := p.skip()
+		if err == nil {
+			replies[node] = json.RawMessage(raw)
+		}
+		return err
+	})
+	if err != nil {
+		c.log.Warn("undecodable control reply dropped", "error", err)
+	}
+}
+
+// unbind removes the reply queue's binding and lists (kombu's after_reply_message_received).
+func (c *Control) unbind(ctx context.Context, oid, member string) {
+	conn, err := c.broker.conn(context.WithoutCancel(ctx))
+	if err != nil {
+		c.log.Warn("could not remove a control reply queue", "queue", replyQueue(oid), "error", err)
+		return
+	}
+	defer conn.Close()
+	keys := c.broker.Keys()
+	_ = conn.Send("SREM", keys.Binding(pidboxReplyExchange), member)
+	_ = conn.Send("MULTI")
+	for _, s := range PrioritySteps {
+		_ = conn.Send("DEL", keys.Queue(replyQueue(oid), s))
+	}
+	if _, err := conn.Do("EXEC"); err != nil {
+		c.log.Warn("could not remove a control reply queue", "queue", replyQueue(oid), "error", err)
+	}
+}

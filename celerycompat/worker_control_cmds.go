@@ -1,0 +1,545 @@
+package celerycompat
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// Remote-control commands, with the reply shapes of celery/worker/control.py (Celery 5.7).
+
+func ok(v string) map[string]any  { return map[string]any{"ok": v} }
+func nok(v string) map[string]any { return map[string]any{"error": v} }
+
+// pyError is a handler failure, replied as {"error": "<repr>"} like kombu's Node.dispatch.
+type pyError string
+
+func (e pyError) Error() string { return string(e) }
+
+// controlCommand runs one command. An unknown one fails like Python's handler lookup.
+func (w *Worker) controlCommand(ctx context.Context, req *controlRequest) (any, error) {
+	a := req.Arguments
+	switch req.Method {
+	case "ping":
+		return ok("pong"), nil
+	case "active", "dump_active":
+		safe, _ := a["safe"].(bool)
+		return w.requestInfos(func(it *inflight) bool { return it.state == stActive }, safe), nil
+	case "reserved", "dump_reserved":
+		return w.requestInfos(w.isReserved, false), nil
+	case "scheduled", "dump_schedule":
+		return w.scheduledInfos(), nil
+	case "registered", "dump_tasks":
+		return w.registeredInfo(), nil
+	case "stats":
+		return w.statsInfo(), nil
+	case "active_queues":
+		return w.activeQueues(), nil
+	case "query_task":
+		return w.queryTask(maybeList(a["ids"])), nil
+	case "revoked", "dump_revoked":
+		return stringsAny(w.ctl.revoked.list()), nil
+	case "report":
+		return ok(w.report()), nil
+	case "clock":
+		return map[string]any{"clock": w.ctl.clock.value()}, nil
+	case "conf", "dump_conf":
+		return w.confInfo(), nil
+	case "hello":
+		return w.hello(a), nil
+	case "heartbeat":
+		w.ctl.events.sendWorker("worker-heartbeat", w.workerFields(5*time.Second))
+		return nil, nil
+	case "enable_events":
+		if w.ctl.events.taskOn.Swap(true) {
+			return ok("task events already enabled"), nil
+		}
+		w.log.Info("events of group {task} enabled by remote")
+		return ok("task events enabled"), nil
+	case "disable_events":
+		if !w.ctl.events.taskOn.Swap(false) {
+			return ok("task events already disabled"), nil
+		}
+		w.log.Info("events of group {task} disabled by remote")
+		return ok("task events disabled"), nil
+	case "revoke":
+		term, _ := a["terminate"].(bool)
+		return w.revokeCommand(ctx, maybeList(a["task_id"]), term, a["signal"])
+	case "terminate":
+		return w.revokeCommand(ctx, maybeList(a["task_id"]), true, a["signal"])
+	case "revoke_by_stamped_headers":
+		return w.revokeStamped(ctx, a)
+	case "rate_limit":
+		return w.rateLimitCommand(a)
+	case "time_limit":
+		return w.timeLimitCommand(a)
+	case "add_consumer":
+		return w.addConsumer(ctx, a)
+	case "cancel_consumer":
+		q, _ := a["queue"].(string)
+		w.setQueue(q, false)
+		return ok("no longer consuming from " + q), nil
+	case "shutdown":
+		w.log.Warn("got shutdown from remote")
+		w.signalStop()
+		return nil, errNoReply
+	case "pool_grow":
+		return w.poolResize(argInt(a["n"], 1))
+	case "pool_shrink":
+		return w.poolResize(-argInt(a["n"], 1))
+	case "autoscale":
+		return nil, pyError("ValueError('Autoscale not enabled')")
+	case "pool_restart":
+		return nil, pyError("ValueError('Pool restarts not enabled')")
+	case "election":
+		return nil, nil // no gossip
+	}
+	return nil, pyError("KeyError(" + pyRepr(req.Method) + ")")
+}
+
+func stringsAny(s []string) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
+}
+
+func argInt(v any, def int) int {
+	if f, ok := numberOption(v); ok {
+		return int(f)
+	}
+	if s, ok := v.(string); ok {
+		if n, err := strconv.Atoi(s); err == nil {
+			return n
+		}
+	}
+	return def
+}
+
+// isReserved: prefetched and not started, including rate-limited ones, but not ETA-held ones.
+// The caller holds w.mu.
+func (w *Worker) isReserved(it *inflight) bool {
+	return it.state == stReserved || (it.state == stScheduled && !w.etaHeld(it))
+}
+
+func (w *Worker) etaHeld(it *inflight) bool {
+	return it.state == stScheduled && it.msg.ETA != nil && it.msg.ETA.After(w.now())
+}
+
+// requestInfo is Celery's Request.info(safe).
+func (w *Worker) requestInfo(it *inflight, safe bool) pyDict {
+	m := it.msg
+	var args, kwargs any = m.Args, m.Kwargs
+	if args == nil {
+		args = []any{}
+	}
+	if kwargs == nil {
+		kwargs = map[string]any{}
+	}
+	if safe {
+		args, kwargs = argsReprOf(m), kwargsReprOf(m)
+	}
+	var start, pid any
+	if it.state == stActive {
+		start, pid = unixFloat(it.started), w.pid
+	}
+	return pyDict{
+		{"id", m.ID}, {"name", m.Task}, {"args", args}, {"kwargs", kwargs}, {"type", m.Task},
+		{"hostname", w.cfg.Hostname}, {"time_start", start},
+		{"acknowledged", it.state == stActive && w.cfg.AcksEarly},
+		{"delivery_info", pyDict{{"exchange", m.DeliveryInfo.Exchange}, {"routing_key", m.DeliveryInfo.RoutingKey},
+			{"priority", m.Priority}, {"redelivered", m.Redelivered || m.DeliveryInfo.Redelivered}}},
+		{"worker_pid", pid},
+	}
+}
+
+func (w *Worker) requestInfos(keep func(*inflight) bool, safe bool) []any {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var its []*inflight
+	for _, it := range w.inflight {
+		if it.msg != nil && keep(it) {
+			its = append(its, it)
+		}
+	}
+	slices.SortFunc(its, func(a, b *inflight) int { return strings.Compare(a.msg.ID, b.msg.ID) })
+	out := make([]any, 0, len(its))
+	for _, it := range its {
+		out = append(out, w.requestInfo(it, safe))
+	}
+	return out
+}
+
+// scheduledInfos is the scheduled command: ETA-held messages, with the timer priority Celery
+// uses for them (6).
+func (w *Worker) scheduledInfos() []any {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var its []*inflight
+	for _, it := range w.inflight {
+		if it.msg != nil && w.etaHeld(it) {
+			its = append(its, it)
+		}
+	}
+	slices.SortFunc(its, func(a, b *inflight) int { return a.msg.ETA.Compare(*b.msg.ETA) })
+	out := make([]any, 0, len(its))
+	for _, it := range its {
+		out = append(out, pyDict{{"eta", PyISOFormat(*it.msg.ETA)}, {"priority", 6}, {"request", w.requestInfo(it, false)}})
+	}
+	return out
+}
+
+func (w *Worker) queryTask(ids []any) map[string]any {
+	want := map[string]bool{}
+	for _, id := range ids {
+		if s, ok := id.(string); ok {
+			want[s] = true
+		}
+	}
+	out := map[string]any{}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, it := range w.inflight {
+		if it.msg == nil || !want[it.msg.ID] {
+			continue
+		}
+		state := "reserved"
+		switch {
+		case it.state == stActive:
+			state = "active"
+		case w.etaHeld(it):
+			state = "scheduled"
+		case it.state == stReleased:
+			state = "ready"
+		}
+		out[it.msg.ID] = []any{state, w.requestInfo(it, false)}
+	}
+	return out
+}
+
+// registeredInfo lists task names, with " [rate_limit=...]" as Celery shows set attributes.
+func (w *Worker) registeredInfo() []any {
+	names := w.Registered()
+	slices.Sort(names)
+	c := w.ctl
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]any, len(names))
+	for i, n := range names {
+		out[i] = n
+		if b := c.rates[n]; b != nil {
+			out[i] = n + " [rate_limit=" + b.text + "]"
+		}
+	}
+	return out
+}
+
+func (w *Worker) statsInfo() pyDict {
+	total := map[string]any{}
+	w.stats.perTask.Range(func(k, v any) bool {
+		total[k.(string)] = v.(interface{ Load() int64 }).Load()
+		return true
+	})
+	c := w.ctl
+	c.mu.Lock()
+	conc, started := c.conc, c.started
+	c.mu.Unlock()
+	procs := make([]any, conc)
+	for i := range procs {
+		procs[i] = w.pid
+	}
+	active := w.activeCount()
+	keys := w.broker.Keys()
+	return pyDict{
+		{"total", total}, {"pid", w.pid}, {"clock", strconv.FormatInt(c.clock.value(), 10)},
+		{"uptime", int64(w.now().Sub(started).Round(time.Second) / time.Second)},
+		{"pool", pyDict{
+			{"implementation", "celerybridge:goroutines"}, {"max-concurrency", conc}, {"processes", procs},
+			{"max-tasks-per-child", "N/A"}, {"put-guarded-by-semaphore", false}, {"timeouts", []any{0, 0}},
+			{"writes", pyDict{{"total", w.stats.processed.Load()}, {"avg", "0.00%"}, {"all", ""}, {"raw", ""},
+				{"strategy", nil}, {"inqueues", pyDict{{"total", conc}, {"active", active}}}}},
+		}},
+		{"broker", pyDict{
+			{"hostname", nil}, {"userid", nil}, {"virtual_host", strconv.Itoa(keys.DB)}, {"port", nil},
+			{"insist", false}, {"ssl", false}, {"transport", "redis"}, {"connect_timeout", 4},
+			{"transport_options", pyDict{{"visibility_timeout", w.broker.VisibilityTimeout().Seconds()},
+				{"global_keyprefix", strOrNil(keys.Prefix)}}},
+			{"login_method", nil}, {"uri_prefix", nil}, {"heartbeat", 120.0},
+			{"failover_strategy", "round-robin"}, {"alternates", []any{}},
+		}},
+		{"prefetch_count", conc * w.cfg.PrefetchMultiplier},
+		{"rusage", rusage()},
+	}
+}
+
+// activeQueues is Queue.as_dict(recurse=True) for each queue consumed, as Celery declares its
+// default queues: a direct exchange and routing key named after the queue.
+func (w *Worker) activeQueues() []any {
+	c := w.ctl
+	c.mu.Lock()
+	qs := append([]string(nil), c.queues...)
+	c.mu.Unlock()
+	out := make([]any, len(qs))
+	for i, q := range qs {
+		out[i] = pyDict{
+			{"name", q},
+			{"exchange", pyDict{{"name", q}, {"type", "direct"}, {"arguments", nil}, {"durable", true},
+				{"passive", false}, {"auto_delete", false}, {"delivery_mode", nil}, {"no_declare", false}}},
+			{"routing_key", q}, {"queue_arguments", nil}, {"binding_arguments", nil},
+			{"consumer_arguments", nil}, {"durable", true}, {"exclusive", false}, {"auto_delete", false},
+			{"no_ack", false}, {"alias", nil}, {"bindings", []any{}}, {"no_declare", nil}, {"expires", nil},
+			{"message_ttl", nil}, {"max_length", nil}, {"max_length_bytes", nil}, {"max_priority", nil},
+		}
+	}
+	return out
+}
+
+func (w *Worker) report() string {
+	return fmt.Sprintf("software -> celerybridge (Celery wire %s) go:%s\nplatform -> system:%s arch:%s\n"+
+		"loader -> celerybridge\nsettings -> transport:redis results:%v\n",
+		w.ctl.events.swVer, runtime.Version(), pySystem(), runtime.GOARCH, w.cfg.Backend != nil)
+}
+
+// confInfo is a small subset of the configuration, with Celery's setting names.
+func (w *Worker) confInfo() pyDict {
+	c := w.ctl
+	c.mu.Lock()
+	conc := c.conc
+	c.mu.Unlock()
+	return pyDict{
+		{"broker_transport_options", pyDict{{"visibility_timeout", w.broker.VisibilityTimeout().Seconds()}}},
+		{"task_acks_late", !w.cfg.AcksEarly}, {"task_track_started", w.cfg.TrackStarted},
+		{"task_default_queue", DefaultQueue}, {"worker_concurrency", conc},
+		{"worker_prefetch_multiplier", w.cfg.PrefetchMultiplier},
+		{"worker_send_task_events", c.events.taskOn.Load()},
+		{"accept_content", []any{"json"}},
+	}
+}
+
+// hello answers mingle: the revoked ids and the clock; nothing to our own hello.
+func (w *Worker) hello(a map[string]any) any {
+	if from, _ := a["from_node"].(string); from == w.cfg.Hostname {
+		return nil
+	}
+	if r := a["revoked"]; r != nil {
+		w.ctl.revoked.merge(r)
+	}
+	return pyDict{{"revoked", stringsAny(w.ctl.revoked.list())}, {"clock", w.ctl.clock.forward()}}
+}
+
+// parseRate is celery.utils.time.rate: "10/s", "100/m", "1/h" or a number per second; "" or 0
+// disables the limit.
+func parseRate(v any) (float64, error) {
+	switch x := v.(type) {
+	case nil:
+		return 0, nil
+	case string:
+		if x == "" {
+			return 0, nil
+		}
+		ops, mod, _ := strings.Cut(x, "/")
+		n, err := strconv.ParseFloat(strings.TrimSpace(ops), 64)
+		if err != nil {
+			return 0, pyError(fmt.Sprintf("ValueError(\"could not convert string to float: %s\")", pyRepr(ops)))
+		}
+		switch mod {
+		case "", "s":
+			return n, nil
+		case "m":
+			return n / 60, nil
+		case "h":
+			return n / 3600, nil
+		}
+		return 0, pyError("KeyError(" + pyRepr(mod) + ")")
+	}
+	if f, ok := numberOption(v); ok {
+		return f, nil
+	}
+	return 0, pyError(fmt.Sprintf("TypeError(%s)", pyRepr(fmt.Sprintf("bad rate limit %v", v))))
+}
+
+// SetRateLimit limits how often task runs on this worker, as Celery's rate_limit command does:
+// "10/s", "100/m", "1/h" or a number per second; "" removes the limit. Waiting messages are held
+// (not occupying an executor) until their turn.
+func (w *Worker) SetRateLimit(task, rate string) error {
+	reply, _ := w.rateLimitCommand(map[string]any{"task_name": task, "rate_limit": rate})
+	if e, bad := reply.(map[string]any)["error"]; bad {
+		return fmt.Errorf("%w: rate limit %q for task %s: %v", ErrInvalidConfig, rate, task, e)
+	}
+	return nil
+}
+
+func (w *Worker) rateLimitCommand(a map[string]any) (any, error) {
+	task, _ := a["task_name"].(string)
+	r, err := parseRate(a["rate_limit"])
+	if err != nil {
+		return nok("Invalid rate limit string: " + err.Error()), nil
+	}
+	if _, _, known := w.lookup(task); !known {
+		w.log.Error("rate limit attempt for unknown task", "task", task)
+		return nok("unknown task"), nil
+	}
+	c := w.ctl
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r <= 0 {
+		delete(c.rates, task)
+		return ok("rate limit disabled successfully"), nil
+	}
+	if c.rates == nil {
+		c.rates = map[string]*tokenBucket{}
+	}
+	text, isStr := a["rate_limit"].(string)
+	if !isStr {
+		text = strconv.FormatFloat(r, 'f', -1, 64)
+	}
+	c.rates[task] = &tokenBucket{text: text, rate: r, tokens: 1, last: w.now()}
+	w.log.Info("new rate limit", "task", task, "rate", text)
+	return ok("new rate limit set successfully"), nil
+}
+
+func (w *Worker) timeLimitCommand(a map[string]any) (any, error) {
+	task, _ := a["task_name"].(string)
+	if _, _, known := w.lookup(task); !known {
+		w.log.Error("change time limit attempt for unknown task", "task", task)
+		return nok("unknown task"), nil
+	}
+	secs := func(v any) *time.Duration {
+		f, ok := numberOption(v)
+		if s, isStr := v.(string); isStr {
+			var err error
+			f, err = strconv.ParseFloat(s, 64)
+			ok = err == nil
+		}
+		if !ok || f <= 0 {
+			return nil
+		}
+		d := time.Duration(f * float64(time.Second))
+		return &d
+	}
+	c := w.ctl
+	c.mu.Lock()
+	if c.limits == nil {
+		c.limits = map[string]limitOverride{}
+	}
+	c.limits[task] = limitOverride{hard: secs(a["hard"]), soft: secs(a["soft"])}
+	c.mu.Unlock()
+	return ok("time limits set successfully"), nil
+}
+
+func (w *Worker) addConsumer(ctx context.Context, a map[string]any) (any, error) {
+	q, _ := a["queue"].(string)
+	if q == "" {
+		return nil, pyError("TypeError(\"add_consumer() missing 1 required positional argument: 'queue'\")")
+	}
+	if err := w.declareQueue(ctx, q); err != nil {
+		return nil, pyError("OperationalError(" + pyRepr(err.Error()) + ")")
+	}
+	w.setQueue(q, true)
+	return ok("add consumer " + q), nil
+}
+
+// declareQueue writes the queue's bindings as Broker.DeclareQueue does (kombu's declaration of
+// a direct queue named after itself, in both binding tables), within ctx.
+func (w *Worker) declareQueue(ctx context.Context, q string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := w.broker.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	keys, member := w.broker.Keys(), BindingMember(q, "", q)
+	_ = c.Send("SADD", keys.Binding(q), member)
+	if _, err := redis.DoContext(c, ctx, "SADD", keys.PermanentBinding(q), member); err != nil {
+		return fmt.Errorf("%w: declare queue %s: %w", ErrBroker, q, err)
+	}
+	return nil
+}
+
+// setQueue adds or removes a consumed queue at runtime.
+func (w *Worker) setQueue(q string, add bool) {
+	if q == "" {
+		return
+	}
+	c := w.ctl
+	c.mu.Lock()
+	if i := slices.Index(c.queues, q); add && i < 0 {
+		c.queues = append(c.queues, q)
+	} else if !add && i >= 0 {
+		c.queues = slices.Delete(c.queues, i, i+1)
+	}
+	c.mu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if i := slices.Index(w.queues, q); add && i < 0 {
+		w.queues = append(w.queues, q)
+	} else if !add && i >= 0 {
+		w.queues = slices.Delete(w.queues, i, i+1)
+	}
+}
+
+// poolResize grows (n > 0) or shrinks (n < 0) the executors and the prefetch window with them.
+func (w *Worker) poolResize(n int) (any, error) {
+	c := w.ctl
+	mult := w.cfg.PrefetchMultiplier
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	select {
+	case <-w.stop:
+		return nil, pyError("RuntimeError('worker is shutting down')")
+	default:
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.spawn == nil {
+		return nil, pyError("RuntimeError('worker is not running')")
+	}
+	stop := w.stop
+	switch {
+	case n > 0:
+		if c.conc+n > c.maxConc {
+			return nil, pyError(fmt.Sprintf("ValueError('cannot grow the pool past MaxConcurrency %d')", c.maxConc))
+		}
+		for range n {
+			c.spawn() // under w.mu before stop closes: Run's drain waits for these too
+		}
+		c.conc += n
+		go func() { // open the prefetch window: its channel holds the spare capacity as tokens
+			for range n * mult {
+				select {
+				case <-w.slots:
+				case <-stop:
+					return
+				}
+			}
+		}()
+		return ok("pool will grow"), nil
+	case n < 0:
+		if c.conc+n < 1 {
+			return nil, pyError("ValueError(\"Can't shrink pool below one executor\")")
+		}
+		c.conc += n
+		for range -n {
+			c.shrink <- struct{}{}
+		}
+		go func() { // retake the slots as they come free
+			for range -n * mult {
+				select {
+				case w.slots <- struct{}{}:
+				case <-stop:
+					return
+				}
+			}
+		}()
+		return ok("pool will shrink"), nil
+	}
+	return ok("pool unchanged"), nil
+}
