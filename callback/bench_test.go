@@ -20,7 +20,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
-	"github.com/celerybridge/celerybridge/callback/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // countingStore signals when a number of callbacks have been stored.
@@ -59,7 +59,7 @@ func BenchmarkDelivery(b *testing.B) {
 	py := ""
 	if p, err := benchPython(b); err == nil {
 		py = p
-	} else if testenv.InCI() {
+	} else if celerytest.InCI() {
 		b.Fatalf("CI=true and the Python side of the benchmark cannot run: %v", err)
 	} else {
 		b.Logf("skipping the Python comparison: %v", err)
@@ -170,11 +170,11 @@ func BenchmarkDelivery(b *testing.B) {
 }
 
 // benchPython is venvPython without skipping: the benchmark's Go half runs without Python.
-// It resolves the interpreter as testenv.Python does for testenv.CeleryNew.
+// It resolves the interpreter as celerytest.Python does for celerytest.CeleryNew.
 func benchPython(b *testing.B) (string, error) {
 	venv := os.Getenv("CELERYBRIDGE_VENV")
 	if venv == "" {
-		venv = filepath.Join(testenv.RepoRoot(b), ".venv")
+		venv = filepath.Join(celerytest.RepoRoot(b), ".venv")
 	}
 	py := filepath.Join(venv, "bin", "python")
 	if out, err := exec.Command(py, "-c", "import requests").CombinedOutput(); err != nil {

@@ -14,16 +14,16 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
-	"github.com/celerybridge/celerybridge/callback/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // testSecret signs requests in tests.
 var testSecret = []byte("test secret: not for production")
 
 // startRedis starts a redis-server for the test and returns a pool on database 0.
-func startRedis(t testing.TB) (*testenv.Redis, *redis.Pool) {
+func startRedis(t testing.TB) (*celerytest.Redis, *redis.Pool) {
 	t.Helper()
-	r := testenv.StartRedis(t)
+	r := celerytest.StartRedis(t)
 	return r, r.Pool(0)
 }
 

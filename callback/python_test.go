@@ -18,16 +18,16 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/celerybridge/celerybridge/callback/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // venvPython returns the project venv's interpreter, checking it has what the callback tests
 // use (FastAPI, uvicorn, requests). It skips locally and fails under CI when they are missing.
 func venvPython(t testing.TB) string {
 	t.Helper()
-	py, _ := testenv.Python(t, testenv.CeleryNew)
+	py, _ := celerytest.Python(t, celerytest.CeleryNew)
 	if out, err := exec.Command(py, "-c", "import fastapi, uvicorn, requests").CombinedOutput(); err != nil {
-		testenv.Missing(t, "%s cannot import fastapi, uvicorn and requests: %v\n%s", py, err, out)
+		celerytest.Missing(t, "%s cannot import fastapi, uvicorn and requests: %v\n%s", py, err, out)
 	}
 	return py
 }

@@ -18,21 +18,21 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/celerybridge/celerybridge/celerycompat/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // backendPeerVersion is what Go writes for each Python peer.
-func backendPeerVersion(peer testenv.Peer) Version {
-	if peer == testenv.CeleryNew {
+func backendPeerVersion(peer celerytest.Peer) Version {
+	if peer == celerytest.CeleryNew {
 		return Celery55
 	}
 	return Celery52
 }
 
 // backendScript builds the command running one of the helpers in testdata/backend under peer.
-func backendScript(t *testing.T, peer testenv.Peer, script string, args ...string) *exec.Cmd {
+func backendScript(t *testing.T, peer celerytest.Peer, script string, args ...string) *exec.Cmd {
 	t.Helper()
-	py, _ := testenv.Python(t, peer)
+	py, _ := celerytest.Python(t, peer)
 	path, err := filepath.Abs(filepath.Join("testdata", "backend", script))
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +42,7 @@ func backendScript(t *testing.T, peer testenv.Peer, script string, args ...strin
 	return cmd
 }
 
-func runBackendScript(t *testing.T, peer testenv.Peer, script string, args ...string) []byte {
+func runBackendScript(t *testing.T, peer celerytest.Peer, script string, args ...string) []byte {
 	t.Helper()
 	cmd := backendScript(t, peer, script, args...)
 	var stderr strings.Builder
@@ -174,14 +174,14 @@ func TestBackendInteropGoToPython(t *testing.T) {
 		dateCase(Celery54, nil, "+00:00", true),
 		dateCase(Celery55, berlin, "T02:02:03.456789+01:00", true),
 	}
-	for _, peer := range testenv.Peers {
+	for _, peer := range celerytest.Peers {
 		t.Run(string(peer), func(t *testing.T) {
-			r := testenv.StartRedis(t)
+			r := celerytest.StartRedis(t)
 			base := BackendConfig{PeerVersion: backendPeerVersion(peer), Codec: Codec{PeerVersion: backendPeerVersion(peer)}}
 			var run []goCase
 			var ids []string
 			for i, c := range cases {
-				if c.onlyNew && peer != testenv.CeleryNew {
+				if c.onlyNew && peer != celerytest.CeleryNew {
 					continue
 				}
 				c.id = fmt.Sprintf("g2p-%02d-%d", i, time.Now().UnixNano())
@@ -264,9 +264,9 @@ func TestBackendInteropGoToPython(t *testing.T) {
 // GetMeta and AsyncResult.Get; Gets started before the store are woken by Python's PUBLISH.
 func TestBackendInteropPythonToGo(t *testing.T) {
 	type op = map[string]any
-	for _, peer := range testenv.Peers {
+	for _, peer := range celerytest.Peers {
 		t.Run(string(peer), func(t *testing.T) {
-			r := testenv.StartRedis(t)
+			r := celerytest.StartRedis(t)
 			b := backendOn(t, r, BackendConfig{})
 			ctx := context.Background()
 			request := op{"task": "cap.add", "args": []any{2, 5}, "kwargs": op{"z": 1}, "hostname": "w4@vm",
@@ -300,7 +300,7 @@ func TestBackendInteropPythonToGo(t *testing.T) {
 				t.Errorf("done: %v %v", g.v, g.err)
 			}
 			wantMarkers := []any{time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), Decimal("1.5"), UUID("12345678-1234-5678-1234-567812345678")}
-			if peer == testenv.CeleryOld { // kombu 5.2: plain strings, "Z" for UTC
+			if peer == celerytest.CeleryOld { // kombu 5.2: plain strings, "Z" for UTC
 				wantMarkers = []any{"2030-01-02T03:04:05Z", "1.5", "12345678-1234-5678-1234-567812345678"}
 			}
 			if diff := cmp.Diff(wantMarkers, results["py-markers"].v); diff != "" {
@@ -355,7 +355,7 @@ func TestBackendInteropPythonToGo(t *testing.T) {
 				t.Errorf("date_done %v is not now", ext.DateDone)
 			}
 			naive := !strings.Contains(string(ext.Raw), `+00:00", `)
-			if wantNaive := peer == testenv.CeleryOld; naive != wantNaive {
+			if wantNaive := peer == celerytest.CeleryOld; naive != wantNaive {
 				t.Errorf("date_done naive=%v, want %v: %s", naive, wantNaive, ext.Raw)
 			}
 		})
@@ -366,9 +366,9 @@ func TestBackendInteropPythonToGo(t *testing.T) {
 // ChordError text), and Python and Go finishing parts of one chord concurrently complete it
 // exactly once.
 func TestChordInteropPython(t *testing.T) {
-	for _, peer := range testenv.Peers {
+	for _, peer := range celerytest.Peers {
 		t.Run(string(peer), func(t *testing.T) {
-			r := testenv.StartRedis(t)
+			r := celerytest.StartRedis(t)
 			b := backendOn(t, r, BackendConfig{Codec: Codec{PeerVersion: backendPeerVersion(peer)}})
 			ctx := context.Background()
 			backendURL, brokerURL := r.URL(resultDB), r.URL(0)

@@ -13,7 +13,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/celerybridge/celerybridge/celerycompat/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // resultDB is the database the backend tests use (Celery captures used db 1 for results).
@@ -22,13 +22,13 @@ const resultDB = 1
 // fixedNow is the clock of the captured 5.2.6 SUCCESS in facts A.8.
 var fixedNow = time.Date(2026, 11, 26, 1, 1, 48, 86420000, time.UTC)
 
-func newTestBackend(t testing.TB, cfg BackendConfig) (*Backend, *testenv.Redis) {
+func newTestBackend(t testing.TB, cfg BackendConfig) (*Backend, *celerytest.Redis) {
 	t.Helper()
-	r := testenv.StartRedis(t)
+	r := celerytest.StartRedis(t)
 	return backendOn(t, r, cfg), r
 }
 
-func backendOn(t testing.TB, r *testenv.Redis, cfg BackendConfig) *Backend {
+func backendOn(t testing.TB, r *celerytest.Redis, cfg BackendConfig) *Backend {
 	t.Helper()
 	b, err := NewBackend(r.Pool(resultDB), cfg)
 	if err != nil {
@@ -72,7 +72,7 @@ func topKeys(t testing.TB, data []byte) []string {
 	return keys
 }
 
-func storedRaw(t testing.TB, r *testenv.Redis, key string) []byte {
+func storedRaw(t testing.TB, r *celerytest.Redis, key string) []byte {
 	t.Helper()
 	v, err := redis.Bytes(r.Do(resultDB, "GET", key), nil)
 	if err != nil {
@@ -143,7 +143,7 @@ func TestBackendStoredJSON(t *testing.T) {
 			return b.MarkSuccess(ctx, id, 7, WithRequest(msg, "w4@vm"))
 		}, `{"status": "SUCCESS", "result": 7, "traceback": null, "children": [], "date_done": "2026-11-26T01:01:48.086420", "group_id": "gggg", "parent_id": "pppp", "name": "cap.add", "args": [2, 5], "kwargs": {}, "worker": "w4@vm", "retries": 0, "queue": "celery", "task_id": "` + id + `"}`, extendedKeys},
 	}
-	r := testenv.StartRedis(t)
+	r := celerytest.StartRedis(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -174,7 +174,7 @@ func TestBackendStoredJSON(t *testing.T) {
 }
 
 func TestBackendResultExpires(t *testing.T) {
-	r := testenv.StartRedis(t)
+	r := celerytest.StartRedis(t)
 	tests := []struct {
 		expires time.Duration
 		wantTTL int
@@ -199,7 +199,7 @@ func TestBackendResultExpires(t *testing.T) {
 }
 
 func TestNewBackendValidation(t *testing.T) {
-	r := testenv.StartRedis(t)
+	r := celerytest.StartRedis(t)
 	if _, err := NewBackend(nil, BackendConfig{}); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("nil pool: err = %v", err)
 	}
@@ -244,7 +244,7 @@ func TestBackendSuccessNeverOverwritten(t *testing.T) {
 		{"nothing stored", "",
 			func(ctx context.Context, b *Backend) (bool, error) { return b.MarkSuccess(ctx, "t1", 2) }, true},
 	}
-	r := testenv.StartRedis(t)
+	r := celerytest.StartRedis(t)
 	b := backendOn(t, r, BackendConfig{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -335,7 +335,7 @@ func TestBackendPublish(t *testing.T) {
 		{"myapp", "myapp_celery-task-meta-p1"},
 		{"myapp:", "myapp:celery-task-meta-p1"},
 	}
-	r := testenv.StartRedis(t)
+	r := celerytest.StartRedis(t)
 	for _, tt := range tests {
 		t.Run(tt.channel, func(t *testing.T) {
 			b := backendOn(t, r, BackendConfig{Keys: Keys{ResultPrefix: tt.prefix}})
@@ -384,7 +384,7 @@ func TestBackendDateDoneFormat(t *testing.T) {
 		{Celery55, nil, "2026-11-26T01:02:03+00:00"},
 		{Celery55, tokyo, "2026-11-26T10:02:03+09:00"},
 	}
-	r := testenv.StartRedis(t)
+	r := celerytest.StartRedis(t)
 	for _, tt := range tests {
 		t.Run(tt.peer.String()+"/"+fmt.Sprint(tt.tz), func(t *testing.T) {
 			b := backendOn(t, r, BackendConfig{PeerVersion: tt.peer, Timezone: tt.tz})

@@ -12,7 +12,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/celerybridge/celerybridge/celerycompat/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 type chordReturn struct {
@@ -216,7 +216,7 @@ func TestChordDuplicatesAndCounter(t *testing.T) {
 }
 
 func TestChordPartReturnValidation(t *testing.T) {
-	r := testenv.StartRedis(t)
+	r := celerytest.StartRedis(t)
 	b := backendOn(t, r, BackendConfig{})
 	if _, _, err := b.ChordPartReturn(context.Background(), "", nil, "t", StateSuccess, 1); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("err = %v", err)

@@ -14,16 +14,16 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // celeryCLI runs `python -m celery -A capapp <args>` of peer against the stack's Redis.
-func (s *wstack) celeryCLI(peer testenv.Peer, args ...string) ([]byte, error) {
-	py, _ := testenv.Python(s.t, peer)
+func (s *wstack) celeryCLI(peer celerytest.Peer, args ...string) ([]byte, error) {
+	py, _ := celerytest.Python(s.t, peer)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, py, append([]string{"-m", "celery", "-A", "capapp"}, args...)...)
-	cmd.Dir = testenv.PythonDir(s.t)
+	cmd.Dir = celerytest.PythonDir(s.t)
 	cmd.Env = append(cmd.Environ(), "PYTHONPATH="+cmd.Dir, "BROKER_URL="+s.r.URL(0), "BACKEND_URL="+s.r.URL(1))
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
@@ -37,13 +37,13 @@ func (s *wstack) celeryCLI(peer testenv.Peer, args ...string) ([]byte, error) {
 // TestCeleryCLIControlsGoWorker drives a Go worker and a Python worker of each peer with
 // Celery's own `celery inspect` / `celery control`, Python's app.control, and the Go client.
 func TestCeleryCLIControlsGoWorker(t *testing.T) {
-	for _, peer := range testenv.Peers {
+	for _, peer := range celerytest.Peers {
 		t.Run(string(peer), func(t *testing.T) { cliInterop(t, peer) })
 	}
 }
 
-func cliInterop(t *testing.T, peer testenv.Peer) {
-	testenv.Python(t, peer)
+func cliInterop(t *testing.T, peer celerytest.Peer) {
+	celerytest.Python(t, peer)
 	s := newWStack(t, cc.BrokerConfig{})
 	b := newBlocker(t)
 	hooks := &cc.Hooks{}
@@ -62,7 +62,7 @@ func cliInterop(t *testing.T, peer testenv.Peer) {
 	if _, err := ctl.Revoke(context.Background(), []string{preRevoked}, false, cc.WithDestination(goNode)); err != nil {
 		t.Fatal(err)
 	}
-	py := testenv.StartPyWorker(t, peer, s.r.URL(0), s.r.URL(1), nil, "--hostname", pyNode, "--queues", "pyq")
+	py := celerytest.StartPyWorker(t, peer, s.r.URL(0), s.r.URL(1), nil, "--hostname", pyNode, "--queues", "pyq")
 	listening(t, ctl, pyNode)
 
 	biz := "biz-" + string(peer)
@@ -194,7 +194,7 @@ func cliInterop(t *testing.T, peer testenv.Peer) {
 	})
 
 	t.Run("main_api task-status finds the running Go task", func(t *testing.T) {
-		raw := testenv.RunPython(t, peer, []string{"BROKER_URL=" + s.r.URL(0), "BACKEND_URL=" + s.r.URL(1)},
+		raw := celerytest.RunPython(t, peer, []string{"BROKER_URL=" + s.r.URL(0), "BACKEND_URL=" + s.r.URL(1)},
 			60*time.Second, "control.py", "task-status", biz, "--timeout", "3")
 		var st map[string]any
 		if err := json.Unmarshal(raw, &st); err != nil {

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // flower is a real Flower (the venv's) watching the stack's Redis.
@@ -26,9 +26,9 @@ type flower struct {
 
 func startFlower(t *testing.T, s *wstack) *flower {
 	t.Helper()
-	py, _ := testenv.Python(t, testenv.CeleryNew)
+	py, _ := celerytest.Python(t, celerytest.CeleryNew)
 	if err := exec.Command(py, "-c", "import flower").Run(); err != nil {
-		testenv.Missing(t, "%s cannot import flower: %v", py, err)
+		celerytest.Missing(t, "%s cannot import flower: %v", py, err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -42,7 +42,7 @@ func startFlower(t *testing.T, s *wstack) *flower {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(py, "-m", "celery", "-A", "capapp", "flower", fmt.Sprintf("--port=%d", port), "--address=127.0.0.1")
-	cmd.Dir = testenv.PythonDir(t)
+	cmd.Dir = celerytest.PythonDir(t)
 	cmd.Env = append(cmd.Environ(), "PYTHONPATH="+cmd.Dir, "BROKER_URL="+s.r.URL(0), "BACKEND_URL="+s.r.URL(1),
 		"FLOWER_UNAUTHENTICATED_API=true")
 	cmd.Stdout, cmd.Stderr = logFile, logFile

@@ -9,7 +9,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // pyEnv is the environment that points capapp.py at the stack's Redis (broker DB 0, results DB 1).
@@ -28,13 +28,13 @@ type pySent struct {
 }
 
 // pySend sends tasks with the real Celery producer of peer (testdata/python/send.py).
-func (s *wstack) pySend(peer testenv.Peer, specs any, env ...string) pySent {
+func (s *wstack) pySend(peer celerytest.Peer, specs any, env ...string) pySent {
 	s.t.Helper()
 	raw, err := json.Marshal(specs)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	out := testenv.RunPython(s.t, peer, s.pyEnv(env...), 60*time.Second, "send.py", "--spec", string(raw))
+	out := celerytest.RunPython(s.t, peer, s.pyEnv(env...), 60*time.Second, "send.py", "--spec", string(raw))
 	var sent pySent
 	if err := json.Unmarshal(out, &sent); err != nil {
 		s.t.Fatalf("send.py output %q: %v", out, err)
@@ -58,10 +58,10 @@ type pyResult struct {
 }
 
 // pyGet reads results with Python's AsyncResult(id).get() (testdata/python/get_result.py).
-func (s *wstack) pyGet(peer testenv.Peer, timeout time.Duration, ids ...string) map[string]pyResult {
+func (s *wstack) pyGet(peer celerytest.Peer, timeout time.Duration, ids ...string) map[string]pyResult {
 	s.t.Helper()
 	args := append([]string{"--timeout", fmt.Sprint(timeout.Seconds())}, ids...)
-	out := testenv.RunPython(s.t, peer, s.pyEnv(), timeout*time.Duration(len(ids))+60*time.Second, "get_result.py", args...)
+	out := celerytest.RunPython(s.t, peer, s.pyEnv(), timeout*time.Duration(len(ids))+60*time.Second, "get_result.py", args...)
 	var got struct {
 		Results []pyResult `json:"results"`
 	}
@@ -76,9 +76,9 @@ func (s *wstack) pyGet(peer testenv.Peer, timeout time.Duration, ids ...string) 
 }
 
 // startPyWorker starts a real Python worker of peer on the stack's Redis.
-func (s *wstack) startPyWorker(peer testenv.Peer, env []string, args ...string) *testenv.PyWorker {
+func (s *wstack) startPyWorker(peer celerytest.Peer, env []string, args ...string) *celerytest.PyWorker {
 	s.t.Helper()
-	return testenv.StartPyWorker(s.t, peer, s.r.URL(0), s.r.URL(1), env, args...)
+	return celerytest.StartPyWorker(s.t, peer, s.r.URL(0), s.r.URL(1), env, args...)
 }
 
 // goCapWorker registers Go implementations of capapp.py's tasks, so a Go worker can serve the

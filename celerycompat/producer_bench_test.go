@@ -6,7 +6,7 @@ import (
 	"time"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // BenchmarkPublish measures publish throughput to a real redis-server from one goroutine: Go
@@ -15,7 +15,7 @@ import (
 //
 //	go test -run '^$' -bench Publish -benchtime 1x ./celerycompat/
 func BenchmarkPublish(b *testing.B) {
-	testenv.Python(b, testenv.CeleryNew)
+	celerytest.Python(b, celerytest.CeleryNew)
 	const single, batched, batch, pyN = 20000, 100000, 1000, 3000
 	ctx := context.Background()
 	args, kwargs := []any{"3f2a"}, map[string]any{"data": map[string]any{"task_index": 1, "content": "test task 1"}}
@@ -41,7 +41,7 @@ func BenchmarkPublish(b *testing.B) {
 		}
 		batchRate := batched / time.Since(start).Seconds()
 
-		sent := s.pySend(testenv.CeleryNew, map[string]any{"name": "tasks.process_task", "args": args, "kwargs": kwargs, "count": pyN})
+		sent := s.pySend(celerytest.CeleryNew, map[string]any{"name": "tasks.process_task", "args": args, "kwargs": kwargs, "count": pyN})
 		pyRate := pyN / sent.Seconds
 		b.ReportMetric(singleRate, "go_single_msgs/s")
 		b.ReportMetric(batchRate, "go_batch_msgs/s")

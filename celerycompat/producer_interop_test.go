@@ -11,13 +11,13 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // TestPythonWorkerRunsGoMessages: what the Go producer writes is run by an unmodified Python
 // Celery worker of each version, with the expected outcome.
 func TestPythonWorkerRunsGoMessages(t *testing.T) {
-	for _, peer := range testenv.Peers {
+	for _, peer := range celerytest.Peers {
 		t.Run(string(peer), func(t *testing.T) {
 			s := newWStack(t, cc.BrokerConfig{})
 			s.startPyWorker(peer, []string{"CAP_ACKS_LATE=1"}, "--prefetch", "4")
@@ -143,7 +143,7 @@ func TestPythonWorkerRunsGoMessages(t *testing.T) {
 // TestPythonWorkerServesPriorityZeroFirst: Go publishes to the priority lists as kombu does; the
 // Python worker, started afterwards, takes priority 0 first.
 func TestPythonWorkerServesPriorityZeroFirst(t *testing.T) {
-	for _, peer := range testenv.Peers {
+	for _, peer := range celerytest.Peers {
 		t.Run(string(peer), func(t *testing.T) {
 			s := newWStack(t, cc.BrokerConfig{})
 			for _, p := range []int{9, 6, 3, 0} {
@@ -165,7 +165,7 @@ func TestPythonWorkerServesPriorityZeroFirst(t *testing.T) {
 // TestGoDecodesLivePythonMessages: every message kind the real Python producer of each version
 // writes decodes in Go to the values it was sent with.
 func TestGoDecodesLivePythonMessages(t *testing.T) {
-	for _, peer := range testenv.Peers {
+	for _, peer := range celerytest.Peers {
 		t.Run(string(peer), func(t *testing.T) {
 			s := newWStack(t, cc.BrokerConfig{})
 			eta := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)

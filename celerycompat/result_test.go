@@ -13,7 +13,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
-	"github.com/celerybridge/celerybridge/celerycompat/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // waitFor polls cond until it holds (a readiness check, not an assertion) or fails the test.
@@ -29,7 +29,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 // numSub is PUBSUB NUMSUB for one channel.
-func numSub(t testing.TB, r *testenv.Redis, channel string) int {
+func numSub(t testing.TB, r *celerytest.Redis, channel string) int {
 	t.Helper()
 	v, err := redis.Values(r.Do(0, "PUBSUB", "NUMSUB", channel), nil)
 	if err != nil || len(v) != 2 {
@@ -40,7 +40,7 @@ func numSub(t testing.TB, r *testenv.Redis, channel string) int {
 }
 
 // getCalls is the server's count of GET commands (INFO commandstats).
-func getCalls(t testing.TB, r *testenv.Redis) int {
+func getCalls(t testing.TB, r *celerytest.Redis) int {
 	t.Helper()
 	info, _ := redis.String(r.Do(0, "INFO", "commandstats"), nil)
 	for _, line := range strings.Split(info, "\n") {

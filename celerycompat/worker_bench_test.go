@@ -13,7 +13,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // Worker benchmarks. Each reports tasks/s for the Go worker and, in the same run on the same
@@ -81,7 +81,7 @@ func pyDrainRate(b *testing.B, n int, env []string, args ...string) float64 {
 	s := benchStack(b)
 	fillQueue(b, s, n)
 	start := time.Now()
-	testenv.StartPyWorker(b, testenv.CeleryNew, s.r.URL(0), s.r.URL(1), append([]string{"CAP_ACKS_LATE=1"}, env...), args...)
+	celerytest.StartPyWorker(b, celerytest.CeleryNew, s.r.URL(0), s.r.URL(1), append([]string{"CAP_ACKS_LATE=1"}, env...), args...)
 	d := waitResults(b, s, n, start, 20*time.Minute)
 	return float64(n) / d.Seconds()
 }
@@ -89,7 +89,7 @@ func pyDrainRate(b *testing.B, n int, env []string, args ...string) float64 {
 // BenchmarkWorkerDrain: 10,000 no-op tasks, results stored, acks_late. Go at concurrency 1 and
 // 8; Python solo and prefork -c 2 (prefetch 4, Celery's default).
 func BenchmarkWorkerDrain(b *testing.B) {
-	testenv.Python(b, testenv.CeleryNew)
+	celerytest.Python(b, celerytest.CeleryNew)
 	for range b.N {
 		goC1 := goDrainRate(b, 1, 4, drainTasks)
 		goC8 := goDrainRate(b, 8, 4, drainTasks)
@@ -107,7 +107,7 @@ func BenchmarkWorkerDrain(b *testing.B) {
 // BenchmarkOneAtATime is the original rig's configuration: concurrency 1, prefetch 1, acks_late,
 // zero-duration tasks. Python is measured on fewer tasks: it manages about one a second here.
 func BenchmarkOneAtATime(b *testing.B) {
-	testenv.Python(b, testenv.CeleryNew)
+	celerytest.Python(b, celerytest.CeleryNew)
 	for range b.N {
 		goRate := goDrainRate(b, 1, 1, 5000)
 		pyRate := pyDrainRate(b, 15, nil, "--pool", "solo", "--prefetch", "1")

@@ -8,13 +8,13 @@ import (
 	"time"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // TestGoWorkerServesPythonProducers: messages written by the real Python producer of each Celery
 // version run on a Go worker, and Python's AsyncResult.get() reads what the Go worker stored.
 func TestGoWorkerServesPythonProducers(t *testing.T) {
-	for _, peer := range testenv.Peers {
+	for _, peer := range celerytest.Peers {
 		t.Run(string(peer), func(t *testing.T) {
 			s := newWStack(t, cc.BrokerConfig{})
 			w := s.goCapWorker(cc.WorkerConfig{Concurrency: 4, PrefetchMultiplier: 4})
@@ -89,7 +89,7 @@ func TestGoWorkerServesPythonProducers(t *testing.T) {
 // TestMixedFleetRunsEachTaskOnce: one queue, a Python worker and a Go worker together, 1000 tasks.
 func TestMixedFleetRunsEachTaskOnce(t *testing.T) {
 	const n = 1000
-	for _, peer := range testenv.Peers {
+	for _, peer := range celerytest.Peers {
 		t.Run(string(peer), func(t *testing.T) {
 			s := newWStack(t, cc.BrokerConfig{})
 			py := s.startPyWorker(peer, []string{"CAP_ACKS_LATE=1"}, "--hostname", "py-"+string(peer)+"@%h", "--prefetch", "4")
@@ -157,7 +157,7 @@ func TestPythonWorkerRestoresCrashedGoWorker(t *testing.T) {
 	killWorkersRepeatedly(t, s, vt, 3)
 	held := s.hlen("unacked")
 	time.Sleep(vt + 200*time.Millisecond) // past the visibility timeout: Python's startup sweep restores
-	s.startPyWorker(testenv.CeleryNew, []string{"CAP_ACKS_LATE=1", "CAP_VISIBILITY_TIMEOUT=2"}, "--prefetch", "4")
+	s.startPyWorker(celerytest.CeleryNew, []string{"CAP_ACKS_LATE=1", "CAP_VISIBILITY_TIMEOUT=2"}, "--prefetch", "4")
 	eventually(t, 90*time.Second, "every task run", func() bool { return len(ranCounts(t, s)) == n })
 	eventually(t, 10*time.Second, "nothing left", func() bool { return s.hlen("unacked") == 0 && s.llen("celery") == 0 })
 	dups := 0
@@ -173,7 +173,7 @@ func TestPythonWorkerRestoresCrashedGoWorker(t *testing.T) {
 // TestGoWorkerRestoresCrashedPythonWorker: a Python worker (acks_late) SIGKILLed mid-run; a Go
 // worker with the same visibility timeout restores its messages and finishes.
 func TestGoWorkerRestoresCrashedPythonWorker(t *testing.T) {
-	for _, peer := range testenv.Peers {
+	for _, peer := range celerytest.Peers {
 		t.Run(string(peer), func(t *testing.T) {
 			const n = 60
 			s := newWStack(t, cc.BrokerConfig{VisibilityTimeout: 2 * time.Second})

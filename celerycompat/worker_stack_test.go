@@ -13,13 +13,13 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/internal/testenv"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // wstack is a real redis-server with a broker, backend and producer on DB 0 / DB 1.
 type wstack struct {
 	t        testing.TB
-	r        *testenv.Redis
+	r        *celerytest.Redis
 	pool     *redis.Pool
 	rpool    *redis.Pool
 	broker   *cc.Broker
@@ -31,7 +31,7 @@ func newWStack(t *testing.T, bcfg cc.BrokerConfig) *wstack { return newWStackTB(
 
 func newWStackTB(t testing.TB, bcfg cc.BrokerConfig) *wstack {
 	t.Helper()
-	r := testenv.StartRedis(t)
+	r := celerytest.StartRedis(t)
 	s := &wstack{t: t, r: r, pool: r.Pool(0), rpool: r.Pool(1)}
 	var err error
 	if s.broker, err = cc.NewBroker(s.pool, bcfg); err != nil {

@@ -11,15 +11,15 @@ import (
 
 	"github.com/celerybridge/celerybridge/callback"
 	"github.com/celerybridge/celerybridge/callback/celeryhook"
-	"github.com/celerybridge/celerybridge/callback/internal/testenv"
 	cc "github.com/celerybridge/celerybridge/celerycompat"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // TestWorkerCallbacksArriveOnce runs tasks on a real worker with the hooks connected and a
 // dispatcher delivering to the Go receiver: every outcome arrives once, with the business id,
 // status, result and error of the original payload.
 func TestWorkerCallbacksArriveOnce(t *testing.T) {
-	r := testenv.StartRedis(t)
+	r := celerytest.StartRedis(t)
 	pool := r.Pool(0)
 	broker, err := cc.NewBroker(pool, cc.BrokerConfig{})
 	if err != nil {

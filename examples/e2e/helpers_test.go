@@ -13,11 +13,9 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,7 +26,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gomodule/redigo/redis"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
 
 // binDir holds the built services; TestMain makes and removes it.
@@ -48,40 +46,14 @@ func TestMain(m *testing.M) {
 
 // --- peers -----------------------------------------------------------------------------------
 
-// inCI reports whether the tests run under CI (CI=true), where missing peers are failures.
-func inCI() bool {
-	v := strings.ToLower(os.Getenv("CI"))
-	return v == "true" || v == "1"
-}
-
 // missing skips the test, or fails it under CI, because a peer is not available.
 func missing(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if inCI() {
-		t.Fatalf("CI=true and a peer is missing: %s", msg)
-	}
-	t.Skip(msg)
+	celerytest.Missing(t, format, args...)
 }
 
 // repoRoot is the module root (the directory holding go.mod).
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
+func repoRoot(t testing.TB) string { return celerytest.RepoRoot(t) }
 
 // venv returns the venv directory with celery, fastapi, uvicorn and requests, or skips.
 func venv(t testing.TB) string {
@@ -125,112 +97,17 @@ func bin(t testing.TB, name string) string {
 	return filepath.Join(binDir, name)
 }
 
-// --- redis-server (the start and stop logic of callback/internal/testenv) -------------------
+// --- redis-server ----------------------------------------------------------------------------
 
-// redisServer is a redis-server process owned by one test.
-type redisServer struct {
-	t    testing.TB
-	bin  string
-	dir  string
-	Port int
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-}
+// redisServer is a redis-server process owned by one test (celerytest.StartRedis).
+type redisServer struct{ *celerytest.Redis }
 
-// startRedis starts a fresh redis-server on a free loopback port and stops it when the test ends.
-func startRedis(t testing.TB) *redisServer {
-	t.Helper()
-	path := os.Getenv("CELERYBRIDGE_REDIS_SERVER")
-	if path == "" {
-		var err error
-		if path, err = exec.LookPath("redis-server"); err != nil {
-			missing(t, "redis-server not found on PATH (`make setup` installs it; CELERYBRIDGE_REDIS_SERVER names another)")
-		}
-	}
-	r := &redisServer{t: t, bin: path, dir: t.TempDir(), Port: freePort(t)}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *redisServer) start() {
-	r.t.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cmd != nil {
-		return
-	}
-	cmd := exec.Command(r.bin,
-		"--port", fmt.Sprint(r.Port), "--bind", "127.0.0.1", "--dir", r.dir,
-		"--save", "", "--appendonly", "no", "--databases", "16", "--daemonize", "no",
-		"--loglevel", "warning", "--logfile", filepath.Join(r.dir, "redis.log"))
-	if err := cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server: %v", err)
-	}
-	r.cmd = cmd
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := redis.Dial("tcp", r.Addr())
-		if err == nil {
-			_, err = c.Do("PING")
-			c.Close()
-			if err == nil {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-			r.t.Fatalf("redis-server did not answer on %s: %v\n%s", r.Addr(), err, log)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func (r *redisServer) stop() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
-}
-
-func (r *redisServer) Addr() string      { return fmt.Sprintf("127.0.0.1:%d", r.Port) }
-func (r *redisServer) URL(db int) string { return fmt.Sprintf("redis://%s/%d", r.Addr(), db) }
-func (r *redisServer) Pool(db int) *redis.Pool {
-	p := &redis.Pool{MaxIdle: 8, DialContext: func(ctx context.Context) (redis.Conn, error) {
-		return redis.DialContext(ctx, "tcp", r.Addr(), redis.DialDatabase(db), redis.DialConnectTimeout(2*time.Second))
-	}}
-	r.t.Cleanup(func() { p.Close() })
-	return p
-}
+func startRedis(t testing.TB) *redisServer { t.Helper(); return &redisServer{celerytest.StartRedis(t)} }
 
 // do runs one command on database 0 and fails the test on error.
-func (r *redisServer) do(cmd string, args ...any) any {
-	r.t.Helper()
-	c, err := redis.Dial("tcp", r.Addr())
-	if err != nil {
-		r.t.Fatalf("dial redis: %v", err)
-	}
-	defer c.Close()
-	v, err := c.Do(cmd, args...)
-	if err != nil {
-		r.t.Fatalf("redis %s: %v", cmd, err)
-	}
-	return v
-}
+func (r *redisServer) do(cmd string, args ...any) any { return r.Do(0, cmd, args...) }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t testing.TB) int { return celerytest.FreePort(t) }
 
 // --- processes -------------------------------------------------------------------------------
 

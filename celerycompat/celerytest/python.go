@@ -1,4 +1,4 @@
-package testenv
+package celerytest
 
 import (
 	"bytes"
@@ -96,6 +96,9 @@ func RunPythonErr(t testing.TB, peer Peer, env []string, timeout time.Duration, 
 	defer cancel()
 	cmd2 := exec.CommandContext(ctx, py, cmd.Args[1:]...)
 	cmd2.Env, cmd2.Dir = cmd.Env, cmd.Dir
+	// A child the script left behind (a prefork pool process, say) may hold stdout open after the
+	// script is killed at the timeout; do not wait for it forever.
+	cmd2.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd2.Stdout, cmd2.Stderr = &stdout, &stderr
 	if err := cmd2.Run(); err != nil {

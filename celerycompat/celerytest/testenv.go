@@ -1,16 +1,13 @@
-// Package testenv is a copy of celerycompat/internal/testenv for package callback, which Go's
-// internal-package rule does not let import the original (it is internal to celerycompat). Same
-// API and behaviour; keep the two in step, and delete this copy once the original moves to the
-// module root (internal/testenv), where every package can import it.
-//
-// Package testenv finds and starts the real peers that integration and interop tests need: a
-// redis-server started per test on a free loopback port, and Python interpreters with Celery
-// installed (the pinned PyPI version in the project venv and Debian's python3-celery 5.2.6).
+// Package celerytest starts the real peers that integration and interop tests need, as
+// net/http/httptest starts servers: a redis-server per test on a free loopback port, Python
+// interpreters with Celery installed (the pinned PyPI version in the project venv and Debian's
+// python3-celery 5.2.6) and real Python Celery workers. celerybridge's own tests use it, and so can
+// tests of code built on celerybridge that must prove it works with real Celery.
 //
 // On a developer machine without a peer the test is skipped with a message saying how to install
 // it (`make test` installs everything). With CI=true a missing peer fails the test instead: CI must
 // never pass by skipping interop.
-package testenv
+package celerytest
 
 import (
 	"context"
@@ -64,12 +61,13 @@ func RepoRoot(t testing.TB) string {
 
 // Redis is a redis-server process owned by one test.
 type Redis struct {
-	t    testing.TB
-	bin  string
-	dir  string
-	Port int
-	cmd  *exec.Cmd
-	mu   sync.Mutex
+	t      testing.TB
+	bin    string
+	dir    string
+	Port   int
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has been waited for
+	mu     sync.Mutex
 }
 
 // StartRedis starts a fresh redis-server on a free loopback port and stops it when the test ends.
@@ -83,13 +81,23 @@ func StartRedis(t testing.TB) *Redis {
 			Missing(t, "redis-server not found on PATH")
 		}
 	}
-	r := &Redis{t: t, bin: bin, dir: t.TempDir(), Port: freePort(t)}
-	r.Start()
+	r := &Redis{t: t, bin: bin, dir: t.TempDir()}
 	t.Cleanup(r.Stop)
-	return r
+	// The free port is only free when freePort returns: another process may take it before
+	// redis-server binds it. Then our server exits at once, and we try another port.
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		r.Port = FreePort(t)
+		if err = r.start(); err == nil {
+			return r
+		}
+	}
+	t.Fatalf("testenv: %v", err)
+	return nil
 }
 
-func freePort(t testing.TB) int {
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -99,38 +107,81 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// Start starts (or restarts after Stop) the server on the same port and directory.
+// Start starts (or restarts after Stop) the server on the same port and directory. It fails the
+// test if the port was taken in the meantime.
 func (r *Redis) Start() {
 	r.t.Helper()
+	if err := r.start(); err != nil {
+		r.t.Fatalf("testenv: %v", err)
+	}
+}
+
+func (r *Redis) start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cmd != nil {
-		return
+		return nil
 	}
+	logPath := filepath.Join(r.dir, "redis.log")
 	cmd := exec.Command(r.bin,
 		"--port", fmt.Sprint(r.Port), "--bind", "127.0.0.1", "--dir", r.dir,
 		"--save", "", "--appendonly", "no", "--databases", "16", "--daemonize", "no",
-		"--loglevel", "warning", "--logfile", filepath.Join(r.dir, "redis.log"))
+		"--loglevel", "warning", "--logfile", logPath)
 	if err := cmd.Start(); err != nil {
-		r.t.Fatalf("testenv: start redis-server: %v", err)
+		return fmt.Errorf("start redis-server: %w", err)
 	}
-	r.cmd = cmd
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := redis.Dial("tcp", r.Addr())
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(logPath)
+			return fmt.Errorf("redis-server on %s exited at start (port taken?):\n%s", r.Addr(), log)
+		default:
+		}
+		pid, err := serverPID(r.Addr())
+		if err == nil && pid == cmd.Process.Pid {
+			r.cmd, r.exited = cmd, exited
+			return nil
+		}
 		if err == nil {
-			_, err = c.Do("PING")
-			c.Close()
-			if err == nil {
-				return
-			}
+			err = fmt.Errorf("port %d answered by another redis-server (pid %d)", r.Port, pid)
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-			r.t.Fatalf("testenv: redis-server did not answer on %s: %v\n%s", r.Addr(), err, log)
+			_ = cmd.Process.Kill()
+			<-exited
+			log, _ := os.ReadFile(logPath)
+			return fmt.Errorf("redis-server did not answer on %s: %v\n%s", r.Addr(), err, log)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// serverPID asks the server at addr for its process id, so that a test never talks to a server
+// that another test started on a port it took first.
+func serverPID(addr string) (int, error) {
+	c, err := redis.Dial("tcp", addr, redis.DialConnectTimeout(time.Second),
+		redis.DialReadTimeout(time.Second), redis.DialWriteTimeout(time.Second))
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	info, err := redis.String(c.Do("INFO", "server"))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			var pid int
+			_, err := fmt.Sscan(v, &pid)
+			return pid, err
+		}
+	}
+	return 0, fmt.Errorf("no process_id in INFO server")
 }
 
 // Stop kills the server (SIGKILL: an outage, not a graceful shutdown). Data is not persisted.
@@ -141,8 +192,8 @@ func (r *Redis) Stop() {
 		return
 	}
 	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
+	<-r.exited
+	r.cmd, r.exited = nil, nil
 }
 
 // Addr is host:port.

@@ -1,4 +1,4 @@
-package testenv
+package celerytest
 
 import (
 	"encoding/json"
