@@ -278,7 +278,11 @@ func (p *Producer) SendChain(ctx context.Context, sigs []Signature, opts ...Send
 		ids[i], frozen[i] = id, s
 	}
 	first := frozen[0]
-	all := append([]SendOption{WithTaskID(ids[0]), WithChain(frozen[1:]...)}, opts...)
+	all := []SendOption{WithTaskID(ids[0]), WithChain(frozen[1:]...)}
+	if q, _ := first.Options["queue"].(string); q != "" {
+		all = append(all, WithQueue(q))
+	}
+	all = append(all, opts...) // explicit options win
 	if _, err := p.Send(ctx, first.Task, first.Args, first.Kwargs, all...); err != nil {
 		return nil, err
 	}
