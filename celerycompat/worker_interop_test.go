@@ -178,8 +178,13 @@ func TestGoWorkerRestoresCrashedPythonWorker(t *testing.T) {
 			const n = 60
 			s := newWStack(t, cc.BrokerConfig{VisibilityTimeout: 2 * time.Second})
 			py := s.startPyWorker(peer, []string{"CAP_ACKS_LATE=1", "CAP_VISIBILITY_TIMEOUT=2"}, "--prefetch", "8")
-			sent := s.pySend(peer, map[string]any{"name": "cap.record_sleep", "args": []any{0.05}, "count": n})
-			eventually(t, 30*time.Second, "the Python worker to start", func() bool { return len(s.ranRecords()) >= 10 })
+			sent := s.pySend(peer, map[string]any{"name": "cap.record_sleep", "args": []any{0.3}, "count": n})
+			// Kill it mid-task: its newest record is a "start" with no "end" yet, so (acks_late)
+			// that message is certainly still un-acked.
+			eventually(t, 30*time.Second, "the Python worker to be mid-task", func() bool {
+				recs := s.ranRecords()
+				return len(recs) >= 3 && recs[len(recs)-1]["phase"] == "start"
+			})
 			py.Kill()
 			held := s.hlen("unacked")
 			if held == 0 {
