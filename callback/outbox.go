@@ -123,13 +123,7 @@ func (o *Outbox) Enqueue(ctx context.Context, ev Event) error {
 	}
 	ms := now.UnixMilli()
 	rec := record{URL: dest, Created: ms, Payload: body}.encode()
-	c, err := o.pool.GetContext(ctx)
-	if err != nil {
-		return redisError("enqueue "+id, err)
-	}
-	defer c.Close()
-	k := o.keys
-	n, err := redis.Int(enqueueScript.DoContext(ctx, c, k.Events, k.Due, k.Since, k.Delivered, id, rec, ms, ms))
+	n, err := o.enqueueScript(ctx, id, rec, ms)
 	if err != nil {
 		return redisError("enqueue "+id, err)
 	}
@@ -146,6 +140,31 @@ func (o *Outbox) Enqueue(ctx context.Context, ev Event) error {
 		o.log.DebugContext(ctx, "callback already enqueued", "event_id", id, "task_id", ev.CeleryTaskID)
 	}
 	return nil
+}
+
+// enqueueAttempts bounds the tries of one Enqueue. The script is idempotent by event id, so a
+// retry after a broken connection (a stale pooled one after a Redis restart, say) is safe.
+const enqueueAttempts = 3
+
+// enqueueScript runs the enqueue script, on a fresh connection again when the connection broke.
+func (o *Outbox) enqueueScript(ctx context.Context, id string, rec []byte, ms int64) (int, error) {
+	k := o.keys
+	var err error
+	for attempt := 0; attempt < enqueueAttempts; attempt++ {
+		var c redis.Conn
+		if c, err = o.pool.GetContext(ctx); err != nil {
+			return 0, err
+		}
+		var n int
+		n, err = redis.Int(enqueueScript.DoContext(ctx, c, k.Events, k.Due, k.Since, k.Delivered, id, rec, ms, ms))
+		broken := c.Err() != nil
+		c.Close()
+		var rerr redis.Error
+		if err == nil || errors.As(err, &rerr) || !broken || ctx.Err() != nil {
+			return n, err
+		}
+	}
+	return 0, err
 }
 
 // Stats counts the outbox's events.
