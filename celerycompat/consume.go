@@ -248,6 +248,11 @@ func (b *Broker) Requeue(ctx context.Context, tag string, back bool) (bool, erro
 	return b.restoreTag(ctx, c, tag, back)
 }
 
+// restoreLockTTL is how long our sweeps hold unacked_mutex at most. kombu uses 300 s; a worker
+// killed mid-sweep then blocks every worker's sweep (Python's too) for five minutes. Our sweeps
+// take milliseconds, so a shorter expiry bounds that stall without letting two sweeps overlap.
+const restoreLockTTL = 30 * time.Second
+
 // RestoreVisible is kombu's visibility-timeout sweep: under the shared unacked_mutex it puts back
 // every un-acked message delivered more than VisibilityTimeout ago, whichever worker (Python or
 // Go) took it. It returns how many were restored; skipped is true when another worker held the
@@ -259,7 +264,7 @@ func (b *Broker) RestoreVisible(ctx context.Context) (restored int, skipped bool
 	}
 	defer c.Close()
 	token := uuid.NewString()
-	ok, err := redis.String(c.Do("SET", b.keys.UnackedMutex(), token, "NX", "PX", 300000))
+	ok, err := redis.String(c.Do("SET", b.keys.UnackedMutex(), token, "NX", "PX", restoreLockTTL.Milliseconds()))
 	if errors.Is(err, redis.ErrNil) {
 		return 0, true, nil
 	}

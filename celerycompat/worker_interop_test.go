@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gomodule/redigo/redis"
+
 	cc "github.com/celerybridge/celerybridge/celerycompat"
 	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
@@ -157,6 +159,12 @@ func TestPythonWorkerRestoresCrashedGoWorker(t *testing.T) {
 	killWorkersRepeatedly(t, s, vt, 3)
 	held := s.hlen("unacked")
 	time.Sleep(vt + 200*time.Millisecond) // past the visibility timeout: Python's startup sweep restores
+	// A Go worker killed mid-sweep leaves unacked_mutex held (at most 30 s); Python sweeps at start
+	// and then only every ~100 s, so start it once the lock is gone.
+	eventually(t, 40*time.Second, "unacked_mutex to expire", func() bool {
+		n, _ := redis.Int(s.r.Do(0, "EXISTS", "unacked_mutex"), nil)
+		return n == 0
+	})
 	s.startPyWorker(celerytest.CeleryNew, []string{"CAP_ACKS_LATE=1", "CAP_VISIBILITY_TIMEOUT=2"}, "--prefetch", "4")
 	eventually(t, 90*time.Second, "every task run", func() bool { return len(ranCounts(t, s)) == n })
 	eventually(t, 10*time.Second, "nothing left", func() bool { return s.hlen("unacked") == 0 && s.llen("celery") == 0 })
