@@ -59,6 +59,10 @@ type WorkerConfig struct {
 	// ShutdownTimeout bounds the drain when Run's context is cancelled (default: wait for every
 	// running task, as Celery's warm shutdown does).
 	ShutdownTimeout time.Duration
+	// HookRetryTimeout bounds how long a task_success, task_failure, task_retry or task_revoked
+	// hook that returns an error is retried (with backoff) before the message is put back, not
+	// acked, so the task runs again later and its hooks with it (default 30 s).
+	HookRetryTimeout time.Duration
 	// DisableControl keeps the worker out of Celery's remote-control mailbox (celery inspect and
 	// control, Flower's inspector, revoke broadcasts). Celery workers always listen, and so does
 	// this one by default; the listener holds one pool connection while the worker runs.
@@ -158,6 +162,9 @@ func NewWorker(broker *Broker, cfg WorkerConfig) (*Worker, error) {
 	}
 	if cfg.RestoreInterval <= 0 {
 		cfg.RestoreInterval = 10 * time.Second
+	}
+	if cfg.HookRetryTimeout <= 0 {
+		cfg.HookRetryTimeout = DefaultHookRetryTimeout
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 50 * time.Millisecond

@@ -8,9 +8,8 @@ import (
 	"time"
 )
 
-// hookRetryTimeout bounds how long a failing effect hook is retried before the message is put
-// back (not acked) so the task runs again later.
-const hookRetryTimeout = 30 * time.Second
+// DefaultHookRetryTimeout is WorkerConfig.HookRetryTimeout's default.
+const DefaultHookRetryTimeout = 30 * time.Second
 
 // Errors of Celery's billiard time limits, stored with module billiard.exceptions.
 var (
@@ -264,9 +263,9 @@ func (w *Worker) effect(ctx context.Context, it *inflight, what string, fn func(
 }
 
 // fireHook runs an effect hook (success, failure, retry, revoked): an error is retried with
-// backoff for up to hookRetryTimeout; it reports whether the hooks finally succeeded.
+// backoff for up to HookRetryTimeout; it reports whether the hooks finally succeeded.
 func (w *Worker) fireHook(ctx context.Context, it *inflight, name string, fire func(context.Context) error) bool {
-	deadline := time.Now().Add(hookRetryTimeout)
+	deadline := time.Now().Add(w.cfg.HookRetryTimeout)
 	delay := 50 * time.Millisecond
 	for {
 		err := fire(ctx)

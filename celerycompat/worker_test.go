@@ -383,7 +383,9 @@ func TestWorkerHookOrderResultStoredBeforeSuccessAckAfter(t *testing.T) {
 	eventually(t, 5*time.Second, "ack after the hook", func() bool { return s.hlen("unacked") == 0 })
 }
 
-func TestWorkerFailingHookMeansTheTaskRunsAgain(t *testing.T) {
+// TestWorkerSurvivesPanickingHook: a panicking hook is recovered and logged and counts as done;
+// the worker goes on serving.
+func TestWorkerSurvivesPanickingHook(t *testing.T) {
 	s := newWStack(t, cc.BrokerConfig{})
 	hooks := &cc.Hooks{}
 	var calls atomic.Int32
@@ -403,6 +405,39 @@ func TestWorkerFailingHookMeansTheTaskRunsAgain(t *testing.T) {
 		t.Fatalf("worker stopped after a hook panic: %v", err)
 	}
 	eventually(t, 5*time.Second, "hook calls", func() bool { return calls.Load() == 2 })
+}
+
+// TestWorkerFailingHookMeansTheTaskRunsAgain: a task_success hook that keeps failing past
+// HookRetryTimeout (say, a callback outbox whose Redis is down) leaves the message un-acked and
+// puts it back, so the task runs again and the hook gets another chance: the effect is delayed,
+// never skipped.
+func TestWorkerFailingHookMeansTheTaskRunsAgain(t *testing.T) {
+	s := newWStack(t, cc.BrokerConfig{})
+	hooks := &cc.Hooks{}
+	var hookCalls, hookOK atomic.Int32
+	hooks.OnTaskSuccess(func(ctx context.Context, e *cc.TaskSuccess) error {
+		if hookCalls.Add(1) <= 3 {
+			return errors.New("outbox unreachable")
+		}
+		hookOK.Add(1)
+		return nil
+	})
+	var runs atomic.Int32
+	w := s.newWorker(cc.WorkerConfig{Hooks: hooks, HookRetryTimeout: 100 * time.Millisecond})
+	_ = w.Register("cap.add", cc.HandlerFunc(func(ctx context.Context, req *cc.Request) (any, error) {
+		runs.Add(1)
+		return 1, nil
+	}))
+	runWorker(t, w)
+	s.send("cap.add", nil, nil)
+	eventually(t, 10*time.Second, "the hook to succeed", func() bool { return hookOK.Load() == 1 })
+	if n := runs.Load(); n < 2 {
+		t.Fatalf("the task ran %d times; a hook failing past its retry window must make it run again", n)
+	}
+	eventually(t, 5*time.Second, "the ack", func() bool { return s.hlen("unacked") == 0 && s.llen("celery") == 0 })
+	if n := hookOK.Load(); n != 1 {
+		t.Fatalf("hook succeeded %d times, want 1", n)
+	}
 }
 
 func TestWorkerShutdownPutsWaitingMessagesBack(t *testing.T) {
