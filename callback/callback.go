@@ -3,9 +3,9 @@ package callback
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
-	"unicode/utf8"
 )
 
 // Callback is one callback as the receiver got it. It is what OnCallback sees and what a Store
@@ -43,85 +43,84 @@ type Callback struct {
 // non-negative integer. Unknown fields are allowed. The error is a *PayloadError saying what is
 // wrong. ReceivedAt is left zero.
 func ParseCallback(body []byte) (Callback, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(body, &fields); err != nil {
-		if trimmed := bytes.TrimSpace(body); json.Valid(trimmed) {
-			return Callback{}, &PayloadError{Reason: "body is JSON but not an object"}
-		}
-		return Callback{}, &PayloadError{Reason: "body is not JSON: " + err.Error()}
+	return parseCallback(append([]byte(nil), body...))
+}
+
+// parseCallback is ParseCallback keeping body as Callback.Body: the receiver owns the bytes it
+// read, so it need not copy them.
+func parseCallback(body []byte) (Callback, error) {
+	// One decoding pass into typed fields: a map of raw values cost three times as much, and
+	// the receiver parses every request. (encoding/json matches keys case-insensitively.)
+	var w struct {
+		TaskID       *string         `json:"task_id"`
+		Status       *string         `json:"status"`
+		EventID      *string         `json:"event_id"`
+		CeleryTaskID *string         `json:"celery_task_id"`
+		TaskName     *string         `json:"task_name"`
+		Timestamp    *string         `json:"timestamp"`
+		Error        *string         `json:"error"`
+		Result       json.RawMessage `json:"result"`
+		Attempt      *int            `json:"attempt"`
 	}
-	if fields == nil {
+	var isObject bool
+	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '{' {
+		isObject = true
+	}
+	if err := json.Unmarshal(body, &w); err != nil {
+		var te *json.UnmarshalTypeError
+		switch {
+		case !json.Valid(body):
+			return Callback{}, &PayloadError{Reason: "body is not JSON: " + err.Error()}
+		case !isObject:
+			return Callback{}, &PayloadError{Reason: "body is JSON but not an object"}
+		case errors.As(err, &te) && te.Field == "error":
+			return Callback{}, &PayloadError{Field: te.Field, Reason: "must be a string or null"}
+		case errors.As(err, &te) && te.Field == "attempt":
+			return Callback{}, &PayloadError{Field: te.Field, Reason: "must be a non-negative integer"}
+		case errors.As(err, &te) && te.Field != "":
+			return Callback{}, &PayloadError{Field: te.Field, Reason: "must be a string"}
+		default:
+			return Callback{}, &PayloadError{Reason: "invalid callback: " + err.Error()}
+		}
+	}
+	if !isObject {
 		return Callback{}, &PayloadError{Reason: "body is JSON but not an object"}
 	}
-	cb := Callback{Body: append(json.RawMessage(nil), body...), Result: json.RawMessage("null")}
-	var status string
-	for _, f := range []struct {
-		name     string
-		dst      *string
-		required bool
-	}{
-		{"task_id", &cb.TaskID, true},
-		{"status", &status, true},
-		{"event_id", &cb.EventID, false},
-		{"celery_task_id", &cb.CeleryTaskID, false},
-		{"task_name", &cb.TaskName, false},
-		{"timestamp", &cb.Timestamp, false},
-	} {
-		raw, ok := fields[f.name]
-		if !ok || isNull(raw) {
-			if f.required {
-				return Callback{}, &PayloadError{Field: f.name, Reason: "is missing"}
-			}
-			continue
-		}
-		if err := decodeString(raw, f.dst); err != nil {
-			return Callback{}, &PayloadError{Field: f.name, Reason: "must be a string"}
-		}
-	}
+	cb := Callback{Body: body, Result: json.RawMessage("null"), Error: w.Error}
 	switch {
-	case cb.TaskID == "":
+	case w.TaskID == nil:
+		return Callback{}, &PayloadError{Field: "task_id", Reason: "is missing"}
+	case w.Status == nil:
+		return Callback{}, &PayloadError{Field: "status", Reason: "is missing"}
+	case *w.TaskID == "":
 		return Callback{}, &PayloadError{Field: "task_id", Reason: "is empty"}
-	case len(cb.TaskID) > maxIDLen:
+	case len(*w.TaskID) > maxIDLen:
 		return Callback{}, &PayloadError{Field: "task_id", Reason: fmt.Sprintf("is longer than %d bytes", maxIDLen)}
-	case len(cb.EventID) > maxIDLen:
+	case w.EventID != nil && len(*w.EventID) > maxIDLen:
 		return Callback{}, &PayloadError{Field: "event_id", Reason: fmt.Sprintf("is longer than %d bytes", maxIDLen)}
+	case w.Attempt != nil && *w.Attempt < 0:
+		return Callback{}, &PayloadError{Field: "attempt", Reason: "must be a non-negative integer"}
 	}
-	cb.Status = Status(status)
+	cb.TaskID, cb.Status = *w.TaskID, Status(*w.Status)
 	if !cb.Status.valid() {
-		return Callback{}, &PayloadError{Field: "status", Reason: fmt.Sprintf("must be %q or %q, not %q", StatusSuccess, StatusFailed, status)}
+		return Callback{}, &PayloadError{Field: "status", Reason: fmt.Sprintf("must be %q or %q, not %q", StatusSuccess, StatusFailed, *w.Status)}
 	}
-	if raw, ok := fields["error"]; ok && !isNull(raw) {
-		var s string
-		if err := decodeString(raw, &s); err != nil {
-			return Callback{}, &PayloadError{Field: "error", Reason: "must be a string or null"}
+	for _, f := range []struct {
+		src *string
+		dst *string
+	}{{w.EventID, &cb.EventID}, {w.CeleryTaskID, &cb.CeleryTaskID}, {w.TaskName, &cb.TaskName}, {w.Timestamp, &cb.Timestamp}} {
+		if f.src != nil {
+			*f.dst = *f.src
 		}
-		cb.Error = &s
 	}
-	if raw, ok := fields["result"]; ok {
-		cb.Result = append(json.RawMessage(nil), bytes.TrimSpace(raw)...)
+	if len(w.Result) > 0 {
+		cb.Result = w.Result
 	}
-	if raw, ok := fields["attempt"]; ok && !isNull(raw) {
-		if err := json.Unmarshal(raw, &cb.Attempt); err != nil || cb.Attempt < 0 {
-			return Callback{}, &PayloadError{Field: "attempt", Reason: "must be a non-negative integer"}
-		}
+	if w.Attempt != nil {
+		cb.Attempt = *w.Attempt
 	}
 	if cb.EventID == "" {
 		cb.EventID = EventID(cb.TaskID, string(cb.Status))
 	}
 	return cb, nil
-}
-
-// isNull reports whether raw is the JSON literal null.
-func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
-
-// decodeString decodes a JSON string value. raw comes from a document json.Unmarshal has already
-// validated, so a string without escapes in valid UTF-8 can be taken as is; anything else goes
-// through encoding/json (which also rejects non-strings).
-func decodeString(raw json.RawMessage, dst *string) error {
-	if n := len(raw); n >= 2 && raw[0] == '"' && raw[n-1] == '"' &&
-		bytes.IndexByte(raw[1:n-1], '\\') < 0 && bytes.IndexByte(raw[1:n-1], '"') < 0 && utf8.Valid(raw[1:n-1]) {
-		*dst = string(raw[1 : n-1])
-		return nil
-	}
-	return json.Unmarshal(raw, dst)
 }

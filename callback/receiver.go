@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -43,6 +44,7 @@ type HandlerConfig struct {
 // handler is the receiver's http.Handler.
 type handler struct {
 	cfg   HandlerConfig
+	sig   *signer
 	log   *slog.Logger
 	locks keyedMutex
 }
@@ -74,7 +76,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	case cfg.MaxBodyBytes < 0:
 		return nil, fmt.Errorf("%w: negative MaxBodyBytes %d", ErrInvalidConfig, cfg.MaxBodyBytes)
 	}
-	return &handler{cfg: cfg, log: loggerOrDiscard(cfg.Logger), locks: keyedMutex{m: map[string]*keyedEntry{}}}, nil
+	return &handler{cfg: cfg, sig: newSigner(cfg.Secret), log: loggerOrDiscard(cfg.Logger), locks: keyedMutex{m: map[string]*keyedEntry{}}}, nil
 }
 
 // reply is the JSON answer, shaped like the original receiver's.
@@ -93,7 +95,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(ctx, w, r, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use POST", nil)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	body, err := readBody(w, r, h.cfg.MaxBodyBytes)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -105,13 +107,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	now := h.cfg.Clock()
 	if len(h.cfg.Secret) > 0 {
-		err := Verify(h.cfg.Secret, r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature), body, now, h.cfg.Tolerance)
+		err := h.sig.verify(r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature), body, now, h.cfg.Tolerance)
 		if err != nil {
 			h.reject(ctx, w, r, http.StatusUnauthorized, "signature rejected: "+signatureReason(err), err)
 			return
 		}
 	}
-	cb, err := ParseCallback(body)
+	cb, err := parseCallback(body)
 	if err != nil {
 		var pe *PayloadError
 		msg := err.Error()
@@ -143,19 +145,60 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // writeAccepted answers 200 with rep and the body as received_data. The body is spliced in as
 // is: ParseCallback has checked that it is a JSON object, so re-encoding it would only cost time.
 func writeAccepted(w http.ResponseWriter, rep reply, body []byte) {
-	head, err := json.Marshal(rep)
-	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, reply{Code: http.StatusInternalServerError, Message: "cannot encode reply"})
-		return
+	out := make([]byte, 0, len(rep.Message)+len(rep.EventID)+len(body)+96)
+	out = append(out, `{"code":`...)
+	out = strconv.AppendInt(out, int64(rep.Code), 10)
+	out = append(out, `,"message":`...)
+	out = appendJSONString(out, rep.Message)
+	out = append(out, `,"event_id":`...)
+	out = appendJSONString(out, rep.EventID)
+	if rep.Duplicate {
+		out = append(out, `,"duplicate":true`...)
 	}
-	out := make([]byte, 0, len(head)+len(body)+20)
-	out = append(out, head[:len(head)-1]...)
 	out = append(out, `,"received_data":`...)
 	out = append(out, body...)
 	out = append(out, '}')
-	w.Header().Set("Content-Type", "application/json")
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(out))}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out) // the client went away; nothing to do
+}
+
+var jsonContentType = []string{"application/json"}
+
+// appendJSONString appends s as a JSON string; a plain ASCII string (the usual ids and
+// messages) is copied without going through encoding/json.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			b, _ := json.Marshal(s) // a string always encodes
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+// readBody reads at most limit bytes of the request body into one buffer sized from
+// Content-Length when given. A longer body is an *http.MaxBytesError.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	if n := r.ContentLength; n >= 0 && n <= limit {
+		buf := make([]byte, n+1) // one spare byte to see a body longer than announced
+		m, err := io.ReadFull(rd, buf)
+		switch {
+		case err == io.ErrUnexpectedEOF || err == io.EOF:
+			return buf[:m], nil
+		case err != nil:
+			return nil, err
+		}
+		// More than Content-Length: net/http does not let that happen, but read on to be exact.
+		rest, err := io.ReadAll(rd)
+		return append(buf, rest...), err
+	}
+	return io.ReadAll(rd)
 }
 
 // accept hands cb to the application once and stores it. inserted is false for a duplicate.
