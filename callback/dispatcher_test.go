@@ -17,8 +17,22 @@ import (
 	"github.com/gomodule/redigo/redis"
 )
 
+// TestDeliverySigned checks the request each sender makes: the built-in one and one through a
+// net/http Client (DispatcherConfig.Client).
 func TestDeliverySigned(t *testing.T) {
 	_, pool := startRedis(t)
+	for _, name := range []string{"built-in", "net/http"} {
+		t.Run(name, func(t *testing.T) {
+			cfg := fastDispatch()
+			if name == "net/http" {
+				cfg.Client = &http.Client{}
+			}
+			testDeliverySigned(t, pool, cfg, name)
+		})
+	}
+}
+
+func testDeliverySigned(t *testing.T, pool *redis.Pool, cfg DispatcherConfig, prefix string) {
 	store, app := NewMemoryStore(), newApplied()
 	h, err := NewHandler(HandlerConfig{Store: store, Secret: testSecret, OnCallback: app.hook})
 	if err != nil {
@@ -33,10 +47,10 @@ func TestDeliverySigned(t *testing.T) {
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	ob := newTestOutbox(t, pool, srv.URL+"/receive-task-result")
-	evs := events("signed", 3)
+	ob := newTestOutbox(t, pool, srv.URL+"/receive-task-result", func(c *OutboxConfig) { c.Prefix = prefix + "." })
+	evs := events("signed-"+prefix, 3)
 	enqueueAll(t, ob, evs)
-	runDispatcher(t, ob, fastDispatch())
+	runDispatcher(t, ob, cfg)
 	waitDrained(t, ob, 10*time.Second)
 	checkExactlyOnce(t, store, app, evs)
 

@@ -27,11 +27,23 @@ const (
 	snippetLen      = 256
 )
 
-// httpSender POSTs callback bodies. It is safe for concurrent use.
+// poster sends one callback request.
+type poster interface {
+	// send POSTs body to url with the callback headers. A non-nil error means no response
+	// was received (network error, timeout, aborted).
+	send(ctx context.Context, url, eventID string, body []byte) (sendResult, error)
+	// abort fails the requests in flight; it is called when the dispatcher's shutdown times out.
+	abort()
+	// closeIdle closes idle connections once the dispatcher stops.
+	closeIdle()
+}
+
+// httpSender POSTs callback bodies through a net/http Client (DispatcherConfig.Client). It is
+// safe for concurrent use.
 type httpSender struct {
 	client       *http.Client
-	ownTransport bool // the transport was built here, so its idle connections are ours to close
-	secret       []byte
+	ownTransport bool    // the transport was built here, so its idle connections are ours to close
+	sig          *signer // nil: unsigned
 	timeout      time.Duration
 	userAgent    string
 	clock        func() time.Time
@@ -59,7 +71,20 @@ func newHTTPSender(client *http.Client, concurrency int, secret []byte, timeout 
 		c.Transport = tr
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &httpSender{client: &c, ownTransport: own, secret: secret, timeout: timeout, userAgent: userAgent, clock: clock}
+	s := &httpSender{client: &c, ownTransport: own, timeout: timeout, userAgent: userAgent, clock: clock}
+	if len(secret) > 0 {
+		s.sig = newSigner(secret)
+	}
+	return s
+}
+
+// abort: in-flight requests end with their context, which the dispatcher cancels.
+func (s *httpSender) abort() {}
+
+func (s *httpSender) closeIdle() {
+	if s.ownTransport {
+		s.client.CloseIdleConnections()
+	}
 }
 
 // send POSTs body to url with the callback headers. A non-nil error means no response was
@@ -74,10 +99,10 @@ func (s *httpSender) send(ctx context.Context, url, eventID string, body []byte)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(HeaderIdempotencyKey, eventID)
 	req.Header.Set("User-Agent", s.userAgent)
-	if len(s.secret) > 0 {
+	if s.sig != nil {
 		ts := s.clock().Unix()
 		req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
-		req.Header.Set(HeaderSignature, Sign(s.secret, ts, body))
+		req.Header.Set(HeaderSignature, s.sig.sign(ts, body))
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -86,9 +111,11 @@ func (s *httpSender) send(ctx context.Context, url, eventID string, body []byte)
 	defer resp.Body.Close()
 	res := sendResult{status: resp.StatusCode}
 	res.retryAfter, res.hasRetry = parseRetryAfter(resp.Header.Get("Retry-After"), s.clock())
-	head := make([]byte, snippetLen)
-	n, _ := io.ReadFull(resp.Body, head)
-	res.snippet = cleanSnippet(head[:n])
+	if res.status < 200 || res.status > 299 {
+		head := make([]byte, snippetLen)
+		n, _ := io.ReadFull(resp.Body, head)
+		res.snippet = cleanSnippet(head[:n])
+	}
 	// Drain a bounded amount so the connection can go back to the pool; a read error here
 	// does not change the outcome, which the status already decided.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseRead))
