@@ -12,10 +12,13 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver (pure Go, no cgo)
 )
 
-// sqliteSchema is the store's schema (PRAGMA user_version 1).
+// sqliteSchema is the store's schema (PRAGMA user_version 2).
 //
 //	callbacks: one row per event id (unique index), result/body as JSON text, received_at in
-//	           Unix nanoseconds.
+//	           Unix nanoseconds. derived is 1 when event_id is EventID(celery_task_id, status),
+//	           as from this package's sender: such rows are found by Celery id through the
+//	           event_id index, so only the others are in the celery_task_id index. Random
+//	           Celery ids made that index cost as much as the rest of the row to write.
 //	callback_counters: name → value; "duplicates" counts suppressed duplicates.
 const sqliteSchema = `
 CREATE TABLE IF NOT EXISTS callbacks (
@@ -29,25 +32,40 @@ CREATE TABLE IF NOT EXISTS callbacks (
 	timestamp      TEXT    NOT NULL DEFAULT '',
 	attempt        INTEGER NOT NULL DEFAULT 0,
 	received_at    INTEGER NOT NULL,
-	body           TEXT    NOT NULL
+	body           TEXT    NOT NULL,
+	derived        INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS callbacks_event_id ON callbacks (event_id);
 CREATE INDEX IF NOT EXISTS callbacks_task_id ON callbacks (task_id);
-CREATE INDEX IF NOT EXISTS callbacks_celery_task_id ON callbacks (celery_task_id);
+CREATE INDEX IF NOT EXISTS callbacks_celery_task_id_other ON callbacks (celery_task_id) WHERE derived = 0;
 CREATE TABLE IF NOT EXISTS callback_counters (
 	name  TEXT PRIMARY KEY,
 	value INTEGER NOT NULL
 );
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
+`
+
+// sqliteMigrateV1 brings a version 1 database to version 2.
+const sqliteMigrateV1 = `
+ALTER TABLE callbacks ADD COLUMN derived INTEGER NOT NULL DEFAULT 0;
+DROP INDEX IF EXISTS callbacks_celery_task_id;
+CREATE INDEX IF NOT EXISTS callbacks_celery_task_id_other ON callbacks (celery_task_id) WHERE derived = 0;
+PRAGMA user_version = 2;
 `
 
 const (
 	sqliteInsert = `INSERT INTO callbacks
-	(event_id, task_id, celery_task_id, task_name, status, result, error, timestamp, attempt, received_at, body)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	(event_id, task_id, celery_task_id, task_name, status, result, error, timestamp, attempt, received_at, body, derived)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT (event_id) DO NOTHING`
 	sqliteCountDuplicates = `INSERT INTO callback_counters (name, value) VALUES ('duplicates', ?)
 	ON CONFLICT (name) DO UPDATE SET value = value + excluded.value`
+	// sqliteByTaskID takes the id, then EventID(id, "success") and EventID(id, "failed").
+	sqliteByTaskID = ` WHERE rowid IN (
+		SELECT rowid FROM callbacks WHERE task_id = ?1
+		UNION SELECT rowid FROM callbacks WHERE derived = 0 AND celery_task_id = ?1
+		UNION SELECT rowid FROM callbacks WHERE event_id IN (?2, ?3) AND celery_task_id = ?1
+	) ORDER BY received_at, rowid`
 	sqliteSelect = `SELECT event_id, task_id, celery_task_id, task_name, status, result, error, timestamp,
 	attempt, received_at, body FROM callbacks`
 )
@@ -93,9 +111,9 @@ func NewSQLiteStore(ctx context.Context, path string) (*SQLiteStore, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	if _, err := w.ExecContext(ctx, sqliteSchema); err != nil {
+	if err := sqliteMigrate(ctx, w); err != nil {
 		w.Close()
-		return nil, fmt.Errorf("%w: create schema in %s: %w", ErrStore, path, err)
+		return nil, fmt.Errorf("%w: schema of %s: %w", ErrStore, path, err)
 	}
 	insert, err := w.PrepareContext(ctx, sqliteInsert)
 	if err != nil {
@@ -111,6 +129,34 @@ func NewSQLiteStore(ctx context.Context, path string) (*SQLiteStore, error) {
 	s := &SQLiteStore{w: w, r: r, insert: insert, reqs: make(chan sqliteSave, sqliteMaxBatch), done: make(chan struct{})}
 	go s.writer()
 	return s, nil
+}
+
+// sqliteMigrate creates the schema in a new database or brings an older one up to date.
+func sqliteMigrate(ctx context.Context, db *sql.DB) error {
+	var version int
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return err
+	}
+	var script string
+	switch version {
+	case 0:
+		script = sqliteSchema
+	case 1:
+		script = sqliteMigrateV1
+	case 2:
+		return nil
+	default:
+		return fmt.Errorf("schema version %d is newer than this program knows (2)", version)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }() // after Commit this does nothing
+	if _, err := tx.ExecContext(ctx, script); err != nil {
+		return fmt.Errorf("upgrade from version %d: %w", version, err)
+	}
+	return tx.Commit()
 }
 
 // Close waits for pending Saves, then closes the database. Later calls return ErrStoreClosed.
@@ -201,8 +247,9 @@ func (s *SQLiteStore) commit(batch []sqliteSave) (inserted []bool, err error) {
 		if result == "" {
 			result = "null"
 		}
+		derived := cb.CeleryTaskID != "" && cb.EventID == EventID(cb.CeleryTaskID, string(cb.Status))
 		res, err := stmt.ExecContext(ctx, cb.EventID, cb.TaskID, cb.CeleryTaskID, cb.TaskName, string(cb.Status),
-			result, errText, cb.Timestamp, cb.Attempt, cb.ReceivedAt.UnixNano(), string(cb.Body))
+			result, errText, cb.Timestamp, cb.Attempt, cb.ReceivedAt.UnixNano(), string(cb.Body), derived)
 		if err != nil {
 			return nil, fmt.Errorf("%w: insert event %s: %w", ErrStore, cb.EventID, err)
 		}
@@ -244,7 +291,9 @@ func (s *SQLiteStore) ByTaskID(ctx context.Context, taskID string) ([]Callback, 
 	if taskID == "" {
 		return nil, nil
 	}
-	rows, err := s.r.QueryContext(ctx, sqliteSelect+` WHERE task_id = ? OR celery_task_id = ? ORDER BY received_at, rowid`, taskID, taskID)
+	// Each arm uses an index: task_id; celery_task_id for rows not derived from it; and for
+	// derived rows, the two event ids their Celery id can have.
+	rows, err := s.r.QueryContext(ctx, sqliteSelect+sqliteByTaskID, taskID, EventID(taskID, string(StatusSuccess)), EventID(taskID, string(StatusFailed)))
 	if err != nil {
 		return nil, fmt.Errorf("%w: query task %s: %w", ErrStore, taskID, err)
 	}

@@ -2,10 +2,12 @@ package callback
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,21 +37,25 @@ func TestStores(t *testing.T) {
 			fail := cb("biz-1", "c-1", StatusFailed, strp("boom"))
 			ok := cb("biz-1", "c-1", StatusSuccess, nil)
 			other := cb("biz-2", "c-2", StatusSuccess, nil)
+			custom := cb("biz-3", "c-3", StatusSuccess, nil) // a sender with event ids of its own
+			custom.EventID = "custom-3"
+			orig := cb("biz-4", "", StatusSuccess, nil) // the original Python sender: no Celery id
+			orig.EventID = EventID("biz-4", string(StatusSuccess))
 			for i, step := range []struct {
 				cb   Callback
 				want bool
-			}{{fail, true}, {fail, false}, {ok, true}, {other, true}, {ok, false}, {ok, false}} {
+			}{{fail, true}, {fail, false}, {ok, true}, {other, true}, {ok, false}, {ok, false}, {custom, true}, {orig, true}} {
 				got, err := s.Save(ctx, step.cb)
 				if err != nil || got != step.want {
 					t.Fatalf("Save #%d (%s) = %v, %v; want %v", i, step.cb.EventID, got, err, step.want)
 				}
 			}
-			for _, q := range []string{"biz-1", "c-1"} {
+			for q, want := range map[string][]Callback{"biz-1": {fail, ok}, "c-1": {fail, ok}, "c-3": {custom}, "biz-3": {custom}, "biz-4": {orig}} {
 				got, err := s.ByTaskID(ctx, q)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if diff := cmp.Diff([]Callback{fail, ok}, got,
+				if diff := cmp.Diff(want, got,
 					cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
 					t.Errorf("ByTaskID(%s) (-want +got):\n%s", q, diff)
 				}
@@ -66,7 +72,7 @@ func TestStores(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := StoreStats{Received: 6, Unique: 3, Duplicates: 3, ByStatus: map[Status]int64{StatusSuccess: 2, StatusFailed: 1}}
+			want := StoreStats{Received: 8, Unique: 5, Duplicates: 3, ByStatus: map[Status]int64{StatusSuccess: 4, StatusFailed: 1}}
 			if diff := cmp.Diff(want, stats); diff != "" {
 				t.Errorf("Stats (-want +got):\n%s", diff)
 			}
@@ -124,5 +130,86 @@ func TestNewSQLiteStoreBadPath(t *testing.T) {
 	}
 	if _, err := NewSQLiteStore(context.Background(), filepath.Join(t.TempDir(), "no", "such", "dir", "x.db")); !errors.Is(err, ErrStore) {
 		t.Errorf("NewSQLiteStore in a missing dir = %v, want ErrStore", err)
+	}
+}
+
+// sqliteSchemaV1 is the schema as version 1 created it.
+const sqliteSchemaV1 = `
+CREATE TABLE callbacks (
+	event_id TEXT NOT NULL, task_id TEXT NOT NULL, celery_task_id TEXT NOT NULL DEFAULT '',
+	task_name TEXT NOT NULL DEFAULT '', status TEXT NOT NULL, result TEXT NOT NULL DEFAULT 'null',
+	error TEXT, timestamp TEXT NOT NULL DEFAULT '', attempt INTEGER NOT NULL DEFAULT 0,
+	received_at INTEGER NOT NULL, body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX callbacks_event_id ON callbacks (event_id);
+CREATE INDEX callbacks_task_id ON callbacks (task_id);
+CREATE INDEX callbacks_celery_task_id ON callbacks (celery_task_id);
+CREATE TABLE callback_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+PRAGMA user_version = 1;
+INSERT INTO callbacks (event_id, task_id, celery_task_id, status, received_at, body)
+	VALUES ('custom-1', 'biz-1', 'c-1', 'success', 1, '{}');
+`
+
+// TestSQLiteStoreUpgradesV1: a database written by version 1 of the schema opens, keeps its
+// rows findable by Celery id, and takes new ones.
+func TestSQLiteStoreUpgradesV1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v1.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, sqliteSchemaV1); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s := newSQLite(t, path)
+	var version int
+	if err := s.r.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil || version != 2 {
+		t.Fatalf("user_version = %d, %v; want 2", version, err)
+	}
+	cb := Callback{EventID: EventID("c-1", "failed"), TaskID: "biz-1", CeleryTaskID: "c-1", Status: StatusFailed,
+		ReceivedAt: time.Unix(2, 0), Body: json.RawMessage(`{}`)}
+	if ok, err := s.Save(ctx, cb); !ok || err != nil {
+		t.Fatalf("Save = %v, %v", ok, err)
+	}
+	got, err := s.ByTaskID(ctx, "c-1")
+	if err != nil || len(got) != 2 || got[0].EventID != "custom-1" || got[1].EventID != cb.EventID {
+		t.Fatalf("ByTaskID(c-1) = %+v, %v; want the v1 row, then the new one", got, err)
+	}
+	s.Close()
+	if _, err := NewSQLiteStore(ctx, path); err != nil { // reopening at version 2 changes nothing
+		t.Fatalf("reopen: %v", err)
+	}
+}
+
+// TestSQLiteLookupsUseIndexes: ByTaskID never scans the table, whichever kind of id it gets.
+func TestSQLiteLookupsUseIndexes(t *testing.T) {
+	s := newSQLite(t, "")
+	rows, err := s.r.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+sqliteSelect+sqliteByTaskID, "x", "y", "z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	joined := strings.Join(plan, "\n")
+	for _, d := range plan {
+		if strings.HasPrefix(d, "SCAN callbacks") && !strings.Contains(d, "INDEX") {
+			t.Errorf("query plan scans the table:\n%s", joined)
+		}
+	}
+	for _, ix := range []string{"callbacks_task_id", "callbacks_celery_task_id_other", "callbacks_event_id"} {
+		if !strings.Contains(joined, ix) {
+			t.Errorf("query plan does not use %s:\n%s", ix, joined)
+		}
 	}
 }
