@@ -26,9 +26,11 @@ import (
 const helperEnv = "CELERYBRIDGE_CALLBACK_HELPER"
 
 // TestHelperProcess is not a test: re-executed by TestDispatcherKilledMidDelivery with
-// CELERYBRIDGE_CALLBACK_HELPER=dispatcher, it runs a dispatcher until SIGTERM (or SIGKILL).
+// CELERYBRIDGE_CALLBACK_HELPER=dispatcher, or by BenchmarkDelivery with =bench-dispatcher, it
+// runs a dispatcher until SIGTERM (or SIGKILL).
 func TestHelperProcess(t *testing.T) {
-	if os.Getenv(helperEnv) != "dispatcher" {
+	role := os.Getenv(helperEnv)
+	if role != "dispatcher" && role != "bench-dispatcher" {
 		return
 	}
 	redisAddr, url := os.Getenv("HELPER_REDIS_ADDR"), os.Getenv("HELPER_URL")
@@ -43,6 +45,10 @@ func TestHelperProcess(t *testing.T) {
 	}
 	cfg := fastDispatch()
 	cfg.Timeout, cfg.Lease = time.Second, 2*time.Second
+	if role == "bench-dispatcher" {
+		// The defaults, as a worker process would run them, with the benchmark's concurrency.
+		cfg = DispatcherConfig{Secret: testSecret, Concurrency: benchConcurrency, PollInterval: 10 * time.Millisecond}
+	}
 	d, err := NewDispatcher(ob, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -59,10 +65,14 @@ func TestHelperProcess(t *testing.T) {
 }
 
 // startHelper re-executes the test binary as a dispatcher process.
-func startHelper(t *testing.T, redisAddr, url string) (*exec.Cmd, *lockedBuffer) {
+func startHelper(t testing.TB, redisAddr, url string) (*exec.Cmd, *lockedBuffer) {
+	return startHelperRole(t, "dispatcher", redisAddr, url)
+}
+
+func startHelperRole(t testing.TB, role, redisAddr, url string) (*exec.Cmd, *lockedBuffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"=dispatcher", "HELPER_REDIS_ADDR="+redisAddr, "HELPER_URL="+url)
+	cmd.Env = append(os.Environ(), helperEnv+"="+role, "HELPER_REDIS_ADDR="+redisAddr, "HELPER_URL="+url)
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
