@@ -196,6 +196,16 @@ func (r *Redis) Stop() {
 	r.cmd, r.exited = nil, nil
 }
 
+// PID is the running server's process id, or 0 when it is stopped.
+func (r *Redis) PID() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil || r.cmd.Process == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
+
 // Addr is host:port.
 func (r *Redis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.Port) }
 

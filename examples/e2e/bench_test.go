@@ -6,6 +6,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +30,24 @@ import (
 // in the receiver's output) runs CELERYBRIDGE_BENCH_PY_N tasks (default 100).
 //
 // Every iteration must be exact (all submissions accepted; for end to end, a consistent report).
+
+// procCPU is the user+system CPU time pid has used so far (10 ms resolution), 0 if unknown.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) start at state; utime and stime
+	// are fields 14 and 15 of the whole line, 12 and 13 after it.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
@@ -93,21 +112,31 @@ func BenchmarkEndToEnd(b *testing.B) {
 		b.Run(setup.name, func(b *testing.B) {
 			r := newRig(b)
 			var src loadtest.Source
+			var procs []*proc // receiver, worker, API
 			switch setup.name {
 			case "python":
 				recv := r.pyReceiver()
-				r.pyWorker("py-worker")
-				r.pyAPI()
+				procs = append(procs, recv, r.pyWorker("py-worker"), r.pyAPI())
 				src = &loadtest.LogSource{Path: recv.logPath}
 			default:
 				if setup.name == "go-memory-store" {
 					p := startProc(b, "go-receiver", r.dir, r.env(fmt.Sprintf("PORT=%d", r.recvPort), "CALLBACK_DB=:memory:"), bin(b, "callback_receiver"))
 					p.waitHTTP(r.receiverURL()+"/healthz", 20*time.Second)
+					procs = append(procs, p)
 				} else {
-					r.goReceiver()
+					procs = append(procs, r.goReceiver())
 				}
-				r.goWorker("go-worker")
-				r.goAPI()
+				procs = append(procs, r.goWorker("go-worker"), r.goAPI())
+			}
+			// CPU per task of each process (and of the load tester, this process), from
+			// /proc: where the 2 cores go.
+			pids := []int{os.Getpid(), r.redis.PID()}
+			for _, p := range procs {
+				pids = append(pids, p.cmd.Process.Pid)
+			}
+			cpu0 := make([]time.Duration, len(pids))
+			for i, pid := range pids {
+				cpu0[i] = procCPU(pid)
 			}
 			var rates, secs []float64
 			b.ResetTimer()
@@ -122,6 +151,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 			b.ReportMetric(median(rates), "tasks/s")
 			b.ReportMetric(median(secs), "s/run")
 			b.ReportMetric(float64(setup.n), "tasks/run")
+			tasks := float64(setup.n * b.N)
+			for i, unit := range []string{"loadtest", "redis", "receiver", "worker", "api"} {
+				b.ReportMetric(float64((procCPU(pids[i])-cpu0[i]).Microseconds())/tasks, unit+"-cpu-µs/task")
+			}
 		})
 	}
 }
