@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // Task is one submission.
@@ -128,9 +130,10 @@ func Submit(ctx context.Context, cfg Config) (*Submission, error) {
 		return nil, err
 	}
 	client := cfg.Client
+	var fast *fasthttp.Client
 	if client == nil {
-		client = NewClient(min(cfg.Concurrency, cfg.N))
-		defer client.CloseIdleConnections()
+		fast = newFastClient(min(cfg.Concurrency, cfg.N))
+		defer fast.CloseIdleConnections()
 	}
 	url := cfg.APIURL + "/submit-task"
 	workers := min(cfg.Concurrency, cfg.N)
@@ -164,7 +167,11 @@ func Submit(ctx context.Context, cfg Config) (*Submission, error) {
 					return
 				}
 				t := &sub.Tasks[i]
-				submitOne(ctx, client, url, cfg.RequestTimeout, t)
+				if fast != nil {
+					submitOneFast(fast, url, cfg.RequestTimeout, t)
+				} else {
+					submitOne(ctx, client, url, cfg.RequestTimeout, t)
+				}
 				if t.OK() {
 					logf("submitted task %d: %s\n", t.Index, t.BusinessTaskID)
 				} else {

@@ -66,6 +66,8 @@ type api struct {
 	backend  *celerycompat.Backend
 	outbox   *callback.Outbox
 	ids      idStore
+	// submitter writes submissions, batched with concurrent ones.
+	submitter *submitter
 
 	submitOK, submitFailed, submitRejected atomic.Int64
 }
@@ -75,8 +77,9 @@ type api struct {
 // read and written through deps.Results. ctx is not retained, and nothing here touches Redis
 // until a request comes, so the API starts while Redis is down and answers 503 until it is back.
 //
-// A submission writes the id mapping (both keys in one MULTI) and then publishes the message. If
-// the mapping fails, nothing was written. If the publish fails, the mapping is deleted again. If
+// A submission writes the id mapping (both keys in one MULTI) and then publishes the message,
+// sharing both round trips with the submissions that arrive meanwhile. If the mapping fails,
+// nothing was written. If the publish fails, the mapping is deleted again. If
 // that delete fails too (Redis went away between the calls), a mapping is left for a task that
 // does not exist, but it is unreachable: the client got a 503 without either id, both ids are
 // random, and the keys expire with the results. The reverse order would be worse: a mapping
@@ -108,6 +111,7 @@ func NewAPI(ctx context.Context, cfg Config, deps Deps) (*echo.Echo, error) {
 	if a.producer, err = celerycompat.NewProducer(a.broker, celerycompat.ProducerConfig{Backend: a.backend}); err != nil {
 		return nil, fmt.Errorf("rig: producer: %w", err)
 	}
+	a.submitter = newSubmitter(a.ids, a.producer)
 	if a.outbox, err = callback.NewOutbox(deps.Broker, callback.OutboxConfig{Logger: a.log}); err != nil {
 		return nil, fmt.Errorf("rig: outbox: %w", err)
 	}
@@ -175,17 +179,8 @@ func (a *api) submit(c echo.Context) error {
 		return fail(c, http.StatusBadRequest, err.Error())
 	}
 	ids := taskIDs{Business: uuid.NewString(), Celery: uuid.NewString()}
-	if err := a.ids.put(ctx, ids); err != nil {
-		return a.submitFailure(c, ids, err)
-	}
 	kwargs := map[string]any{"task_id": ids.Business, "data": data}
-	if _, err := a.producer.Send(ctx, TaskName, nil, kwargs, celerycompat.WithTaskID(ids.Celery)); err != nil {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dropTimeout)
-		defer cancel()
-		if derr := a.ids.drop(dctx, ids); derr != nil {
-			a.log.Warn("id mapping of a failed submission left behind until it expires",
-				"task_id", ids.Celery, "business_task_id", ids.Business, "err", derr)
-		}
+	if err := a.submitter.submit(ctx, ids, kwargs); err != nil {
 		return a.submitFailure(c, ids, err)
 	}
 	a.submitOK.Add(1)

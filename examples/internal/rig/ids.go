@@ -35,36 +35,19 @@ type idStore struct {
 // errNoID is returned by lookup for an id with no mapping.
 var errNoID = errors.New("rig: no such task id")
 
-// put records both keys in one MULTI/EXEC: either both exist or neither.
-func (s idStore) put(ctx context.Context, ids taskIDs) error {
-	val, err := json.Marshal(ids)
-	if err != nil {
-		return err
-	}
-	c, err := s.pool.GetContext(ctx)
-	if err != nil {
-		return fmt.Errorf("record task ids: %w", err)
-	}
-	defer c.Close()
-	ttl := int64(s.ttl / time.Second)
-	_ = c.Send("MULTI")
-	_ = c.Send("SET", idKeyPrefix+ids.Business, val, "EX", ttl)
-	_ = c.Send("SET", idKeyPrefix+ids.Celery, val, "EX", ttl)
-	if _, err := redis.DoContext(c, ctx, "EXEC"); err != nil {
-		return fmt.Errorf("record task ids %s: %w", ids.Business, err)
-	}
-	return nil
-}
-
-// drop deletes both keys.
-func (s idStore) drop(ctx context.Context, ids taskIDs) error {
+// drop deletes both keys of each pair.
+func (s idStore) drop(ctx context.Context, all ...taskIDs) error {
 	c, err := s.pool.GetContext(ctx)
 	if err != nil {
 		return fmt.Errorf("forget task ids: %w", err)
 	}
 	defer c.Close()
-	if _, err := redis.DoContext(c, ctx, "DEL", idKeyPrefix+ids.Business, idKeyPrefix+ids.Celery); err != nil {
-		return fmt.Errorf("forget task ids %s: %w", ids.Business, err)
+	keys := make([]any, 0, 2*len(all))
+	for _, ids := range all {
+		keys = append(keys, idKeyPrefix+ids.Business, idKeyPrefix+ids.Celery)
+	}
+	if _, err := redis.DoContext(c, ctx, "DEL", keys...); err != nil {
+		return fmt.Errorf("forget %d task ids: %w", len(all), err)
 	}
 	return nil
 }
