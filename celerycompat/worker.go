@@ -41,6 +41,11 @@ type WorkerConfig struct {
 	AcksEarly bool
 	// TrackStarted stores STARTED before a task runs (task_track_started).
 	TrackStarted bool
+	// StartedAfter, with TrackStarted, stores STARTED only once a task has been running this
+	// long; a task that ends sooner goes straight to its outcome, saving a round trip per task
+	// where most tasks are short. 0 stores STARTED before the task runs, as Celery does. The
+	// outcome is never stored before a STARTED that was begun.
+	StartedAfter time.Duration
 	// UnknownTasks says what to do with a task no handler is registered for.
 	UnknownTasks UnknownTaskPolicy
 	// Backend stores results; nil stores none.
@@ -136,6 +141,9 @@ func NewWorker(broker *Broker, cfg WorkerConfig) (*Worker, error) {
 	}
 	if cfg.Concurrency < 0 || cfg.PrefetchMultiplier < 0 || cfg.MaxConcurrency < 0 {
 		return nil, fmt.Errorf("%w: negative concurrency or prefetch multiplier", ErrInvalidConfig)
+	}
+	if cfg.StartedAfter < 0 {
+		return nil, fmt.Errorf("%w: negative StartedAfter %v", ErrInvalidConfig, cfg.StartedAfter)
 	}
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 1

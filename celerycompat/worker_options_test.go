@@ -2,6 +2,7 @@ package celerycompat_test
 
 import (
 	"context"
+	"encoding/json"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -151,5 +152,70 @@ func TestChainAlternatesGoAndPython(t *testing.T) {
 				t.Fatalf("Python get() of the chain: %+v", got)
 			}
 		})
+	}
+}
+
+// TestWorkerStartedAfter: with StartedAfter, a task that ends sooner is stored as SUCCESS only;
+// one that runs longer is STARTED while it runs and SUCCESS after, in that order.
+func TestWorkerStartedAfter(t *testing.T) {
+	s := newWStack(t, cc.BrokerConfig{})
+	conn, err := redis.Dial("tcp", s.r.Addr()) // not pooled: a pooled Close waits for the unsubscribe
+	if err != nil {
+		t.Fatal(err)
+	}
+	psc := redis.PubSubConn{Conn: conn}
+	defer psc.Close()
+	if err := psc.PSubscribe("celery-task-meta-*"); err != nil {
+		t.Fatal(err)
+	}
+	states := make(chan [2]string, 16) // task id, status
+	go func() {
+		for {
+			switch v := psc.Receive().(type) {
+			case redis.Message:
+				var meta struct {
+					Status string `json:"status"`
+					TaskID string `json:"task_id"`
+				}
+				if json.Unmarshal(v.Data, &meta) == nil {
+					states <- [2]string{meta.TaskID, meta.Status}
+				}
+			case error:
+				return
+			}
+		}
+	}()
+	release := make(chan struct{})
+	w := s.newWorker(cc.WorkerConfig{TrackStarted: true, StartedAfter: 100 * time.Millisecond})
+	_ = w.Register("cap.quick", addHandler)
+	_ = w.Register("cap.slow", cc.HandlerFunc(func(ctx context.Context, req *cc.Request) (any, error) {
+		<-release
+		return "slow", nil
+	}))
+	runWorker(t, w)
+	next := func() [2]string {
+		t.Helper()
+		select {
+		case st := <-states:
+			return st
+		case <-time.After(10 * time.Second):
+			t.Fatal("no state published")
+			return [2]string{}
+		}
+	}
+	quick := s.send("cap.quick", []any{1, 2}, nil)
+	if got := next(); got != [2]string{quick.ID, string(cc.StateSuccess)} {
+		t.Fatalf("quick task published %v first, want SUCCESS and no STARTED", got)
+	}
+	slow := s.send("cap.slow", nil, nil)
+	if got := next(); got != [2]string{slow.ID, string(cc.StateStarted)} {
+		t.Fatalf("slow task published %v, want STARTED", got)
+	}
+	if meta, err := s.backend.GetMeta(context.Background(), slow.ID); err != nil || meta.Status != cc.StateStarted {
+		t.Fatalf("slow task while running: %v, %v; want STARTED", meta.Status, err)
+	}
+	close(release)
+	if got := next(); got != [2]string{slow.ID, string(cc.StateSuccess)} {
+		t.Fatalf("slow task published %v, want SUCCESS", got)
 	}
 }
