@@ -41,16 +41,14 @@ func NewReceiver(ctx context.Context, cfg Config, store callback.Store, logger *
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	// The log line comes from the store's answer rather than from an OnCallback hook: a hook
+	// costs a look-up query per callback to know whether the event is new, which the insert
+	// tells anyway.
 	h, err := callback.NewHandler(callback.HandlerConfig{
-		Store:        store,
+		Store:        loggingStore{Store: store, log: logger},
 		Secret:       secret(cfg),
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Logger:       logger,
-		OnCallback: func(ctx context.Context, cb callback.Callback) error {
-			logger.InfoContext(ctx, "callback received", "task_id", cb.TaskID, "celery_task_id", cb.CeleryTaskID,
-				"status", string(cb.Status), "event_id", cb.EventID, "attempt", cb.Attempt)
-			return nil
-		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rig: callback handler: %w", err)
@@ -103,4 +101,19 @@ func OpenStore(ctx context.Context, cfg Config) (store callback.Store, close fun
 		return nil, nil, fmt.Errorf("rig: open callback store %s: %w", cfg.CallbackDB, err)
 	}
 	return s, s.Close, nil
+}
+
+// loggingStore logs each new callback once it is stored, as the original receiver printed it.
+type loggingStore struct {
+	callback.Store
+	log *slog.Logger
+}
+
+func (s loggingStore) Save(ctx context.Context, cb callback.Callback) (bool, error) {
+	inserted, err := s.Store.Save(ctx, cb)
+	if err == nil && inserted {
+		s.log.InfoContext(ctx, "callback received", "task_id", cb.TaskID, "celery_task_id", cb.CeleryTaskID,
+			"status", string(cb.Status), "event_id", cb.EventID, "attempt", cb.Attempt)
+	}
+	return inserted, err
 }

@@ -2,6 +2,7 @@ package rig
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -26,7 +27,8 @@ func TestReceiver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := NewReceiver(ctx, cfg, store, nil)
+	var logs syncBuffer
+	e, err := NewReceiver(ctx, cfg, store, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,6 +62,10 @@ func TestReceiver(t *testing.T) {
 		if code, body := post(s.body, s.signed); code != s.code {
 			t.Errorf("%s: %d %s, want %d", s.name, code, body, s.code)
 		}
+	}
+	// One log line per new callback, as the original printed them; none for the duplicate.
+	if n := strings.Count(logs.String(), `msg="callback received"`); n != 2 {
+		t.Errorf("%d \"callback received\" log lines, want 2:\n%s", n, logs.String())
 	}
 	if code, _ := call(t, e, http.MethodGet, "/receive-task-result", ""); code != http.StatusMethodNotAllowed {
 		t.Errorf("GET /receive-task-result: %d, want 405", code)
