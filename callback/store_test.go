@@ -178,6 +178,11 @@ func TestSQLiteStoreUpgradesV1(t *testing.T) {
 	if err != nil || len(got) != 2 || got[0].EventID != "custom-1" || got[1].EventID != cb.EventID {
 		t.Fatalf("ByTaskID(c-1) = %+v, %v; want the v1 row, then the new one", got, err)
 	}
+	// The counters Stats reads were filled from the v1 rows by the upgrade.
+	want := StoreStats{Received: 2, Unique: 2, ByStatus: map[Status]int64{StatusSuccess: 1, StatusFailed: 1}}
+	if st, err := s.Stats(ctx); err != nil || !cmp.Equal(want, st) {
+		t.Errorf("Stats = %+v, %v; want %+v", st, err, want)
+	}
 	s.Close()
 	if _, err := NewSQLiteStore(ctx, path); err != nil { // reopening at version 2 changes nothing
 		t.Fatalf("reopen: %v", err)
