@@ -47,6 +47,12 @@ type DispatcherConfig struct {
 	// PollInterval is the longest wait between claims when nothing is due. Enqueue on the same
 	// Outbox wakes the dispatcher at once. Default DefaultPollInterval.
 	PollInterval time.Duration
+	// Linger, when set, is how long a dispatcher woken by Enqueue waits for more events before
+	// it claims, so that a steady trickle (one task finishing at a time) goes out in groups:
+	// fewer claims, and requests that arrive together, which a receiver that group-commits
+	// (NewSQLiteStore) stores in one transaction. It adds up to Linger to each callback's
+	// latency. Default 0: claim at once.
+	Linger time.Duration
 	// BackoffBase, BackoffCap and BackoffFactor shape the retry delay after a failed attempt n:
 	// min(BackoffCap, BackoffBase·BackoffFactor^(n-1)), of which a random point in the upper
 	// half is used. A usable Retry-After header replaces it (but is never shorter than
@@ -134,7 +140,7 @@ func NewDispatcher(ob *Outbox, cfg DispatcherConfig) (*Dispatcher, error) {
 		cfg.UserAgent = DefaultUserAgent
 	}
 	switch {
-	case cfg.Timeout < 0, cfg.PollInterval < 0, cfg.BackoffBase < 0, cfg.MaxAge < 0:
+	case cfg.Timeout < 0, cfg.PollInterval < 0, cfg.BackoffBase < 0, cfg.MaxAge < 0, cfg.Linger < 0:
 		return nil, fmt.Errorf("%w: negative duration", ErrInvalidConfig)
 	case cfg.Lease <= cfg.Timeout:
 		return nil, fmt.Errorf("%w: Lease %v must exceed Timeout %v", ErrInvalidConfig, cfg.Lease, cfg.Timeout)
@@ -287,6 +293,16 @@ func (d *Dispatcher) claimLoop(ctx, work context.Context, slots chan struct{}, j
 		case <-d.stop:
 			return false
 		case <-d.ob.wake:
+			if d.cfg.Linger > 0 {
+				timer.Reset(d.cfg.Linger)
+				select {
+				case <-ctx.Done():
+					return false
+				case <-d.stop:
+					return false
+				case <-timer.C:
+				}
+			}
 		case <-timer.C:
 		}
 		return true

@@ -263,3 +263,45 @@ func TestTwoDispatchersNeverSendTheSameEventConcurrently(t *testing.T) {
 		t.Errorf("%d concurrent sends of one event", overlap)
 	}
 }
+
+// TestDispatcherLinger: woken by Enqueue, a dispatcher with Linger waits before it claims, so
+// events enqueued one by one go out together.
+func TestDispatcherLinger(t *testing.T) {
+	_, pool := startRedis(t)
+	var mu sync.Mutex
+	var arrived []time.Time
+	h, err := NewHandler(HandlerConfig{Secret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		arrived = append(arrived, time.Now())
+		mu.Unlock()
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	ob := newTestOutbox(t, pool, srv.URL)
+	cfg := fastDispatch()
+	cfg.Linger, cfg.PollInterval = 300*time.Millisecond, time.Minute
+	runDispatcher(t, ob, cfg)
+	time.Sleep(50 * time.Millisecond) // let it go idle, waiting for a nudge
+	start := time.Now()
+	for _, ev := range events("linger", 5) {
+		enqueueAll(t, ob, []Event{ev})
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitDrained(t, ob, 10*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(arrived) != 5 {
+		t.Fatalf("%d requests, want 5", len(arrived))
+	}
+	first, last := arrived[0], arrived[len(arrived)-1] // appended in arrival order
+	if d := first.Sub(start); d < cfg.Linger {
+		t.Errorf("first request %v after the first Enqueue, want at least Linger (%v)", d, cfg.Linger)
+	}
+	if d := last.Sub(first); d > 150*time.Millisecond {
+		t.Errorf("requests spread over %v; want them sent together", d)
+	}
+}

