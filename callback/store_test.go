@@ -218,3 +218,35 @@ func TestSQLiteLookupsUseIndexes(t *testing.T) {
 		}
 	}
 }
+
+// TestSQLiteBatchDuplicates: one group commit holding a repeat of its own event and one already
+// stored inserts each event once and counts the rest as duplicates, across statement chunks.
+func TestSQLiteBatchDuplicates(t *testing.T) {
+	ctx := context.Background()
+	s := newSQLite(t, "")
+	mk := func(id string) sqliteSave {
+		return sqliteSave{cb: Callback{EventID: id, TaskID: "t-" + id, Status: StatusSuccess, Body: json.RawMessage(`{}`)}}
+	}
+	if ok, err := s.Save(ctx, mk("old").cb); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	var batch []sqliteSave
+	want := []bool{}
+	for i := range 70 {
+		batch = append(batch, mk(fmt.Sprint("e", i)))
+		want = append(want, true)
+	}
+	batch = append(batch, mk("e3"), mk("old"), mk("e69"))
+	want = append(want, false, false, false)
+	got, err := s.commit(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cmp.Equal(want, got) {
+		t.Errorf("inserted %v\nwant     %v", got, want)
+	}
+	st, err := s.Stats(ctx)
+	if wantSt := (StoreStats{Received: 74, Unique: 71, Duplicates: 3, ByStatus: map[Status]int64{StatusSuccess: 71}}); err != nil || !cmp.Equal(wantSt, st) {
+		t.Errorf("Stats = %+v, %v; want %+v", st, err, wantSt)
+	}
+}
