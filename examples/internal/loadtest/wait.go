@@ -91,7 +91,9 @@ func Wait(ctx context.Context, cfg Config, src Source, sub *Submission, before *
 	}
 
 	var lastErr error
-	var lastSweep time.Time
+	// The first per-id sweep waits for the totals (or sweepEvery): sweeping at once looked up
+	// every task while the run was busy producing them, loading the receiver under test.
+	lastSweep := start
 	tick := time.NewTicker(cfg.PollInterval)
 	defer tick.Stop()
 	for len(pending) > 0 {
