@@ -32,14 +32,14 @@ func venvPython(t testing.TB) string {
 	return py
 }
 
-// startUvicorn runs testdata/callback_receiver.py, the original FastAPI receiver, on a free
-// loopback port and returns its URL and output.
+// startUvicorn runs examples/python/callback_receiver.py, the original FastAPI receiver, on a
+// free loopback port and returns its URL and output.
 func startUvicorn(t *testing.T, py string) (string, *lockedBuffer) {
 	t.Helper()
 	addr := freeAddr(t)
 	host, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command(py, "-m", "uvicorn", "callback_receiver:app", "--host", host, "--port", port, "--no-access-log")
-	cmd.Dir = "testdata"
+	cmd.Dir = filepath.Join(celerytest.RepoRoot(t), "examples", "python")
 	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1")
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
