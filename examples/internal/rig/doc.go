@@ -46,8 +46,10 @@
 //
 // tasks.process_task(task_id, data) sleeps TaskSleep and returns the original's result
 // {"status": "success", "business_task_id", "data", "message": "任务执行完成", "process_time"}.
-// It runs with prefetch 1, acks_late, track_started and result_extended; its callbacks go through
-// the durable outbox (callback/celeryhook) and a Dispatcher in the same process. To see failures,
+// It runs with prefetch 1, acks_late, track_started (STARTED stored once a task has run
+// StartedAfter, 10 ms) and result_extended; its callbacks go through the durable outbox
+// (callback/celeryhook) and a Dispatcher in the same process, which waits CallbackLinger (20 ms)
+// after a task finishes to send the callbacks that follow with it. To see failures,
 // submit data with "fail": true, or set FAIL_EVERY: the task raises ValueError (a real Python
 // ValueError for Python readers) and a "failed" callback follows.
 //
