@@ -56,12 +56,19 @@ func (s *submitter) submit(ctx context.Context, ids taskIDs, kwargs map[string]a
 	case err := <-p.done:
 		return err
 	case s.sem <- struct{}{}:
-		// Flush everything queued. Ours went out in one of those batches, or another flusher
-		// took it before and will answer: either way, done is (or will be) filled.
-		for s.flushOnce(context.WithoutCancel(ctx)) {
+		defer func() { <-s.sem }()
+		// Flush batches until ours is answered; under steady load this request does not go
+		// on writing everyone else's. Nothing left pending means another flusher has ours.
+		for {
+			select {
+			case err := <-p.done:
+				return err
+			default:
+			}
+			if !s.flushOnce(context.WithoutCancel(ctx)) {
+				return <-p.done
+			}
 		}
-		<-s.sem
-		return <-p.done
 	}
 }
 
