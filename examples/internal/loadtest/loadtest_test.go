@@ -242,7 +242,21 @@ func TestSubmitConcurrency(t *testing.T) {
 	}
 }
 
+// TestSubmitErrors: bad answers are recorded per task, through the default client and through a
+// net/http one (Config.Client).
 func TestSubmitErrors(t *testing.T) {
+	for _, name := range []string{"default", "net/http"} {
+		t.Run(name, func(t *testing.T) {
+			var client *http.Client
+			if name == "net/http" {
+				client = NewClient(4)
+			}
+			testSubmitErrors(t, client)
+		})
+	}
+}
+
+func testSubmitErrors(t *testing.T, client *http.Client) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			TaskIndex int    `json:"task_index"`
@@ -257,23 +271,26 @@ func TestSubmitErrors(t *testing.T) {
 			fmt.Fprint(w, `not json`)
 		case 2:
 			fmt.Fprint(w, `{"code":200}`)
+		case 3:
+			http.Error(w, `{"detail":"boom"}`, http.StatusServiceUnavailable)
 		default:
 			fmt.Fprint(w, `{"code":200,"business_task_id":"b","celery_task_id":"c"}`)
 		}
 	}))
 	defer srv.Close()
 	var log strings.Builder
-	sub, err := Submit(context.Background(), Config{APIURL: srv.URL + "/", N: 3, Log: &log})
+	sub, err := Submit(context.Background(), Config{APIURL: srv.URL + "/", N: 4, Log: &log, Client: client})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sub.Tasks[0].OK() || sub.Tasks[1].OK() || !sub.Tasks[2].OK() {
+	if sub.Tasks[0].OK() || sub.Tasks[1].OK() || sub.Tasks[2].OK() || !sub.Tasks[3].OK() ||
+		!strings.HasPrefix(sub.Tasks[2].Err, "status 503: ") {
 		t.Errorf("tasks %+v", sub.Tasks)
 	}
-	if got := string(sub.SubmittedLines()); got != "3,b,c\n" {
+	if got := string(sub.SubmittedLines()); got != "4,b,c\n" {
 		t.Errorf("lines %q", got)
 	}
-	if !strings.Contains(log.String(), "submitted task 3: b") || !strings.Contains(log.String(), "task 1 failed") {
+	if !strings.Contains(log.String(), "submitted task 4: b") || !strings.Contains(log.String(), "task 1 failed") {
 		t.Errorf("log %q", log.String())
 	}
 }

@@ -213,8 +213,13 @@ func submitOne(ctx context.Context, client *http.Client, url string, timeout tim
 		t.Err = "read answer: " + err.Error()
 		return
 	}
-	if resp.StatusCode != http.StatusOK {
-		t.Err = fmt.Sprintf("status %d: %s", resp.StatusCode, abbreviate(string(body), 200))
+	t.record(resp.StatusCode, body)
+}
+
+// record takes the API's answer into t: the ids of an accepted task, or why it was not.
+func (t *Task) record(status int, body []byte) {
+	if status != http.StatusOK {
+		t.Err = fmt.Sprintf("status %d: %s", status, abbreviate(string(body), 200))
 		return
 	}
 	var a submitAnswer

@@ -1,8 +1,6 @@
 package loadtest
 
 import (
-	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -37,19 +35,5 @@ func submitOneFast(client *fasthttp.Client, url string, timeout time.Duration, t
 		t.Err = err.Error()
 		return
 	}
-	body := resp.Body()
-	if resp.StatusCode() != 200 {
-		t.Err = fmt.Sprintf("status %d: %s", resp.StatusCode(), abbreviate(string(body), 200))
-		return
-	}
-	var a submitAnswer
-	if err := json.Unmarshal(body, &a); err != nil {
-		t.Err = "answer is not JSON: " + abbreviate(string(body), 200)
-		return
-	}
-	if a.BusinessTaskID == "" || a.CeleryTaskID == "" {
-		t.Err = "answer lacks business_task_id or celery_task_id: " + abbreviate(string(body), 200)
-		return
-	}
-	t.BusinessTaskID, t.CeleryTaskID = a.BusinessTaskID, a.CeleryTaskID
+	t.record(resp.StatusCode(), resp.Body())
 }
