@@ -189,8 +189,8 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		buf := make([]byte, n+1) // one spare byte to see a body longer than announced
 		m, err := io.ReadFull(rd, buf)
 		switch {
-		case err == io.ErrUnexpectedEOF || err == io.EOF:
-			return buf[:m], nil
+		case (err == io.ErrUnexpectedEOF || err == io.EOF) && int64(m) == n:
+			return buf[:m], nil // all of it, and nothing after
 		case err != nil:
 			return nil, err
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -215,5 +216,26 @@ func TestNewHandlerValidates(t *testing.T) {
 		if _, err := NewHandler(cfg); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("NewHandler(%+v) = %v, want ErrInvalidConfig", cfg, err)
 		}
+	}
+}
+
+// TestHandlerShortBody: a body shorter than its Content-Length (a client that went away
+// mid-request) is refused, not taken as the whole callback.
+func TestHandlerShortBody(t *testing.T) {
+	store := NewMemoryStore()
+	h, err := NewHandler(HandlerConfig{Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"task_id":"t","status":"success"}`
+	req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
+	req.ContentLength = int64(len(body)) + 10
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "cannot read body") {
+		t.Errorf("%d %s, want 400 cannot read body", rec.Code, rec.Body.String())
+	}
+	if st, _ := store.Stats(context.Background()); st.Received != 0 {
+		t.Errorf("stored %+v", st)
 	}
 }
