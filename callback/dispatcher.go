@@ -419,8 +419,9 @@ func (d *Dispatcher) deliver(ctx context.Context, it claimed) outcome {
 
 	res, err := d.sender.send(ctx, rec.URL, it.id, withAttempt(rec.Payload, it.attempt))
 	switch {
-	case err != nil && ctx.Err() != nil:
-		// Only Shutdown's deadline cancels ctx: give the event back without counting the attempt.
+	case err != nil && (ctx.Err() != nil || errors.Is(err, errSendAborted)):
+		// Only Shutdown's deadline cancels ctx (and aborts the sender): give the event back
+		// without counting the attempt.
 		d.log.InfoContext(ctx, "callback request aborted by shutdown", "event_id", it.id, "url", rec.URL)
 		return outcome{action: actionRelease, id: it.id, token: it.token}
 	case err == nil && res.status >= 200 && res.status < 300:

@@ -72,8 +72,10 @@ func (s *fastSender) send(ctx context.Context, url, eventID string, body []byte)
 	case errors.Is(err, fasthttp.ErrBodyTooLarge) && resp.StatusCode() > 0:
 		// The status line arrived; only the body was longer than we read.
 		return sendResult{status: resp.StatusCode()}, nil
-	case err != nil && ctx.Err() != nil:
-		return sendResult{}, fmt.Errorf("aborted: %w", ctx.Err())
+	case err != nil && (ctx.Err() != nil || s.conns.isAborted()):
+		// Shutdown's deadline closed the connection; the dispatcher's context may not show it
+		// yet, so say so: the event goes back without counting the attempt.
+		return sendResult{}, fmt.Errorf("%w: %w", errSendAborted, err)
 	case errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout):
 		return sendResult{}, fmt.Errorf("timeout after %v: %w", s.timeout, err)
 	case err != nil:
@@ -87,6 +89,9 @@ func (s *fastSender) send(ctx context.Context, url, eventID string, body []byte)
 	}
 	return res, nil
 }
+
+// errSendAborted marks a request that failed because the dispatcher aborted it.
+var errSendAborted = errors.New("aborted by the dispatcher's shutdown")
 
 // abort closes every connection, failing the requests in flight, and refuses new ones.
 func (s *fastSender) abort() { s.conns.closeAll() }
@@ -124,6 +129,12 @@ func (c *connSet) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	}
 	c.m[tc] = struct{}{}
 	return tc, nil
+}
+
+func (c *connSet) isAborted() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.aborted
 }
 
 func (c *connSet) closeAll() {
