@@ -146,7 +146,9 @@ func TestMixedFleetRunsEachTaskOnce(t *testing.T) {
 // TestPythonWorkerRestoresCrashedGoWorker: Go workers SIGKILLed mid-run; a Python worker with the
 // same visibility timeout restores what they held and finishes the run.
 func TestPythonWorkerRestoresCrashedGoWorker(t *testing.T) {
-	const n = 300
+	// More tasks than three kills can let run (at most 119 each), so that the last worker
+	// killed is always holding messages, however fast it is.
+	const n = 600
 	const vt = 2 * time.Second
 	s := newWStack(t, cc.BrokerConfig{VisibilityTimeout: vt})
 	reqs := make([]cc.TaskRequest, n)
