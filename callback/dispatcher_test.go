@@ -287,9 +287,8 @@ func TestDispatcherLinger(t *testing.T) {
 	runDispatcher(t, ob, cfg)
 	time.Sleep(50 * time.Millisecond) // let it go idle, waiting for a nudge
 	start := time.Now()
-	for _, ev := range events("linger", 5) {
+	for _, ev := range events("linger", 5) { // one Enqueue (and one nudge) each
 		enqueueAll(t, ob, []Event{ev})
-		time.Sleep(10 * time.Millisecond)
 	}
 	waitDrained(t, ob, 10*time.Second)
 	mu.Lock()

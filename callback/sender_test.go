@@ -26,7 +26,6 @@ func TestSenderResponses(t *testing.T) {
 		t.Fatal(err)
 	}
 	var failed atomic.Bool
-	var srv *httptest.Server
 	mux := http.NewServeMux()
 	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(discardWriter{w}, r)
@@ -40,14 +39,12 @@ func TestSenderResponses(t *testing.T) {
 		}
 		h.ServeHTTP(w, r)
 	})
-	mux.HandleFunc("/close", func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(w, r)
-		go func() { // close the kept-alive connection after the response, as an idle timeout would
-			time.Sleep(5 * time.Millisecond)
-			srv.CloseClientConnections()
-		}()
-	})
-	srv = httptest.NewServer(mux)
+	mux.Handle("/close", h)
+	srv := httptest.NewUnstartedServer(mux)
+	// The server closes a kept-alive connection 5 ms after its last request; the sender finds
+	// out only when it reuses it.
+	srv.Config.IdleTimeout = 5 * time.Millisecond
+	srv.Start()
 	t.Cleanup(srv.Close)
 
 	t.Run("2xx with a long body", func(t *testing.T) {
@@ -87,9 +84,9 @@ func TestSenderResponses(t *testing.T) {
 		cfg := fastDispatch()
 		cfg.Concurrency = 2
 		runDispatcher(t, ob, cfg)
-		for _, ev := range evs { // one at a time, so each request finds a connection to reuse
+		for _, ev := range evs { // one at a time, each after the server closed the last connection
 			enqueueAll(t, ob, []Event{ev})
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond)
 		}
 		if st := waitDrained(t, ob, 10*time.Second); st.Dead != 0 {
 			t.Fatalf("Stats %+v", st)
