@@ -186,7 +186,7 @@ func TestWorkerStartedAfter(t *testing.T) {
 		}
 	}()
 	release := make(chan struct{})
-	w := s.newWorker(cc.WorkerConfig{TrackStarted: true, StartedAfter: 100 * time.Millisecond})
+	w := s.newWorker(cc.WorkerConfig{TrackStarted: true, StartedAfter: 500 * time.Millisecond}) // far above a quick task, even under load
 	_ = w.Register("cap.quick", addHandler)
 	_ = w.Register("cap.slow", cc.HandlerFunc(func(ctx context.Context, req *cc.Request) (any, error) {
 		<-release
