@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"sync"
 	"time"
 
@@ -18,19 +17,13 @@ import (
 // hosts that also run the workers. It does not use proxies from the environment; set
 // DispatcherConfig.Client for that. It is safe for concurrent use.
 type fastSender struct {
-	client    *fasthttp.Client
-	sig       *signer // nil: unsigned
-	timeout   time.Duration
-	userAgent string
-	clock     func() time.Time
-	conns     connSet
+	wire
+	client *fasthttp.Client
+	conns  connSet
 }
 
 func newFastSender(concurrency int, secret []byte, timeout time.Duration, userAgent string, clock func() time.Time) *fastSender {
-	s := &fastSender{timeout: timeout, userAgent: userAgent, clock: clock}
-	if len(secret) > 0 {
-		s.sig = newSigner(secret)
-	}
+	s := &fastSender{wire: newWire(secret, timeout, userAgent, clock)}
 	s.client = &fasthttp.Client{
 		MaxConnsPerHost:          max(concurrency, 1),
 		MaxConnWaitTimeout:       timeout,
@@ -58,20 +51,13 @@ func (s *fastSender) send(ctx context.Context, url, eventID string, body []byte)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(url)
 	req.Header.SetMethod(fasthttp.MethodPost)
-	req.Header.SetContentType("application/json")
-	req.Header.Set(HeaderIdempotencyKey, eventID)
-	req.Header.SetUserAgent(s.userAgent)
-	if s.sig != nil {
-		ts := s.clock().Unix()
-		req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
-		req.Header.Set(HeaderSignature, s.sig.sign(ts, body))
-	}
+	s.headers(eventID, body, req.Header.Set)
 	req.SetBodyRaw(body)
 	err := s.client.DoTimeout(req, resp, s.timeout)
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) && resp.StatusCode() > 0 {
+		err = nil // the status line and headers arrived; only the body was longer than we read
+	}
 	switch {
-	case errors.Is(err, fasthttp.ErrBodyTooLarge) && resp.StatusCode() > 0:
-		// The status line arrived; only the body was longer than we read.
-		return sendResult{status: resp.StatusCode()}, nil
 	case err != nil && (ctx.Err() != nil || s.conns.isAborted()):
 		// Shutdown's deadline closed the connection; the dispatcher's context may not show it
 		// yet, so say so: the event goes back without counting the attempt.
@@ -81,13 +67,10 @@ func (s *fastSender) send(ctx context.Context, url, eventID string, body []byte)
 	case err != nil:
 		return sendResult{}, err
 	}
-	res := sendResult{status: resp.StatusCode()}
-	res.retryAfter, res.hasRetry = parseRetryAfter(string(resp.Header.Peek("Retry-After")), s.clock())
-	if res.status < 200 || res.status > 299 {
+	return s.result(resp.StatusCode(), string(resp.Header.Peek("Retry-After")), func() []byte {
 		b := resp.Body()
-		res.snippet = cleanSnippet(b[:min(len(b), snippetLen)])
-	}
-	return res, nil
+		return b[:min(len(b), snippetLen)]
+	}), nil
 }
 
 // errSendAborted marks a request that failed because the dispatcher aborted it.

@@ -38,15 +38,52 @@ type poster interface {
 	closeIdle()
 }
 
+// wire is what every attempt sends besides its body, and how an answer is read: the one
+// definition of the wire format, shared by both senders.
+type wire struct {
+	sig       *signer // nil: unsigned
+	timeout   time.Duration
+	userAgent string
+	clock     func() time.Time
+}
+
+func newWire(secret []byte, timeout time.Duration, userAgent string, clock func() time.Time) wire {
+	w := wire{timeout: timeout, userAgent: userAgent, clock: clock}
+	if len(secret) > 0 {
+		w.sig = newSigner(secret)
+	}
+	return w
+}
+
+// headers calls set for each header of one attempt at delivering body as eventID.
+func (w wire) headers(eventID string, body []byte, set func(name, value string)) {
+	set("Content-Type", "application/json")
+	set(HeaderIdempotencyKey, eventID)
+	set("User-Agent", w.userAgent)
+	if w.sig != nil {
+		ts := w.clock().Unix()
+		set(HeaderTimestamp, strconv.FormatInt(ts, 10))
+		set(HeaderSignature, w.sig.sign(ts, body))
+	}
+}
+
+// result reads an answer: its status, its Retry-After header, and, only for a status that is
+// not 2xx, the start of its body (head returns up to snippetLen bytes of it).
+func (w wire) result(status int, retryAfter string, head func() []byte) sendResult {
+	res := sendResult{status: status}
+	res.retryAfter, res.hasRetry = parseRetryAfter(retryAfter, w.clock())
+	if status < 200 || status > 299 {
+		res.snippet = cleanSnippet(head())
+	}
+	return res
+}
+
 // httpSender POSTs callback bodies through a net/http Client (DispatcherConfig.Client). It is
 // safe for concurrent use.
 type httpSender struct {
+	wire
 	client       *http.Client
-	ownTransport bool    // the transport was built here, so its idle connections are ours to close
-	sig          *signer // nil: unsigned
-	timeout      time.Duration
-	userAgent    string
-	clock        func() time.Time
+	ownTransport bool // the transport was built here, so its idle connections are ours to close
 }
 
 // sendResult is what came back from one request.
@@ -71,11 +108,7 @@ func newHTTPSender(client *http.Client, concurrency int, secret []byte, timeout 
 		c.Transport = tr
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	s := &httpSender{client: &c, ownTransport: own, timeout: timeout, userAgent: userAgent, clock: clock}
-	if len(secret) > 0 {
-		s.sig = newSigner(secret)
-	}
-	return s
+	return &httpSender{wire: newWire(secret, timeout, userAgent, clock), client: &c, ownTransport: own}
 }
 
 // abort: in-flight requests end with their context, which the dispatcher cancels.
@@ -96,26 +129,17 @@ func (s *httpSender) send(ctx context.Context, url, eventID string, body []byte)
 	if err != nil {
 		return sendResult{}, fmt.Errorf("build request: %w", err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(HeaderIdempotencyKey, eventID)
-	req.Header.Set("User-Agent", s.userAgent)
-	if s.sig != nil {
-		ts := s.clock().Unix()
-		req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
-		req.Header.Set(HeaderSignature, s.sig.sign(ts, body))
-	}
+	s.headers(eventID, body, req.Header.Set)
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return sendResult{}, describeSendError(ctx, err, s.timeout)
 	}
 	defer resp.Body.Close()
-	res := sendResult{status: resp.StatusCode}
-	res.retryAfter, res.hasRetry = parseRetryAfter(resp.Header.Get("Retry-After"), s.clock())
-	if res.status < 200 || res.status > 299 {
+	res := s.result(resp.StatusCode, resp.Header.Get("Retry-After"), func() []byte {
 		head := make([]byte, snippetLen)
 		n, _ := io.ReadFull(resp.Body, head)
-		res.snippet = cleanSnippet(head[:n])
-	}
+		return head[:n]
+	})
 	// Drain a bounded amount so the connection can go back to the pool; a read error here
 	// does not change the outcome, which the status already decided.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseRead))
