@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 	"github.com/gomodule/redigo/redis"
 )
 
@@ -65,15 +66,15 @@ func TestHelperProcess(t *testing.T) {
 }
 
 // startHelper re-executes the test binary as a dispatcher process.
-func startHelper(t testing.TB, redisAddr, url string) (*exec.Cmd, *lockedBuffer) {
+func startHelper(t testing.TB, redisAddr, url string) (*exec.Cmd, *celerytest.SyncBuffer) {
 	return startHelperRole(t, "dispatcher", redisAddr, url)
 }
 
-func startHelperRole(t testing.TB, role, redisAddr, url string) (*exec.Cmd, *lockedBuffer) {
+func startHelperRole(t testing.TB, role, redisAddr, url string) (*exec.Cmd, *celerytest.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), helperEnv+"="+role, "HELPER_REDIS_ADDR="+redisAddr, "HELPER_URL="+url)
-	out := &lockedBuffer{}
+	out := &celerytest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start helper: %v", err)
@@ -85,23 +86,6 @@ func startHelperRole(t testing.TB, role, redisAddr, url string) (*exec.Cmd, *loc
 		}
 	})
 	return cmd, out
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestDispatcherKilledMidDelivery: a dispatcher process is SIGKILLed while its outbox is full and

@@ -34,14 +34,14 @@ func venvPython(t testing.TB) string {
 
 // startUvicorn runs examples/python/callback_receiver.py, the original FastAPI receiver, on a
 // free loopback port and returns its URL and output.
-func startUvicorn(t *testing.T, py string) (string, *lockedBuffer) {
+func startUvicorn(t *testing.T, py string) (string, *celerytest.SyncBuffer) {
 	t.Helper()
 	addr := freeAddr(t)
 	host, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command(py, "-m", "uvicorn", "callback_receiver:app", "--host", host, "--port", port, "--no-access-log")
 	cmd.Dir = filepath.Join(celerytest.RepoRoot(t), "examples", "python")
 	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1")
-	out := &lockedBuffer{}
+	out := &celerytest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start uvicorn: %v", err)

@@ -1,7 +1,6 @@
 package rig
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,11 +10,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -106,13 +105,13 @@ print(json.dumps({"broker": c.broker_url, "backend": c.result_backend, "callback
 // pyWorker is the original Python worker (tasks.py) as a child process.
 type pyWorker struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *celerytest.SyncBuffer
 	done chan struct{}
 }
 
 func startPyWorker(t *testing.T, vars env) *pyWorker {
 	t.Helper()
-	w := &pyWorker{out: &syncBuffer{}, done: make(chan struct{})}
+	w := &pyWorker{out: &celerytest.SyncBuffer{}, done: make(chan struct{})}
 	w.cmd = pyCmd(t, pythonDir(t), vars, "-m", "celery", "-A", "tasks.celery_app", "worker",
 		"--loglevel=info", "-c", "1", "--without-mingle", "--without-gossip", "-n", "py@localhost")
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
@@ -139,18 +138,6 @@ func (w *pyWorker) stop() {
 		<-w.done
 	}
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // TestPythonAndGoWorkersAgree runs the original rig's pieces against the Go services: the Python
 // worker runs what the Go API submits and calls back the Go receiver; the Go worker's result for

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/celerybridge/celerybridge/callback"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -27,7 +28,7 @@ func TestReceiver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs celerytest.SyncBuffer
 	e, err := NewReceiver(ctx, cfg, store, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
