@@ -204,15 +204,7 @@ func TestGoWorkerKilled(t *testing.T) {
 	r.goAPI()
 
 	const n = 600
-	type result struct {
-		rep *loadtest.Report
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		rep, err := r.load(n, 3*time.Minute, nil)
-		done <- result{rep, err}
-	}()
+	done := r.loadInBackground(n, 3*time.Minute)
 	before := r.waitUnique(150, time.Minute)
 	w.kill()
 	if before.Unique >= n {
@@ -240,14 +232,7 @@ func TestGoWorkerKilled(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	ob, err := callback.NewOutbox(pool, callback.OutboxConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	obStats, err := ob.Stats(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	obStats := r.outboxStats()
 	t.Logf("killed at %d callbacks: %d message(s) held un-acked, %d restored; outbox: %d pending, %d in flight (their lease expires in 40 s)",
 		before.Unique, held, restored, obStats.Pending, obStats.InFlight)
 	if int64(restored) != held {
@@ -272,29 +257,14 @@ func TestReceiverDown(t *testing.T) {
 	r.goAPI()
 
 	const n = 600
-	type result struct {
-		rep *loadtest.Report
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		rep, err := r.load(n, 3*time.Minute, nil)
-		done <- result{rep, err}
-	}()
+	done := r.loadInBackground(n, 3*time.Minute)
 	before := r.waitUnique(150, time.Minute)
 	recv.stop()
 	if before.Unique >= n {
 		t.Fatalf("the run was over before the outage (%d callbacks)", before.Unique)
 	}
 	time.Sleep(10 * time.Second)
-	ob, err := callback.NewOutbox(r.redis.Pool(0), callback.OutboxConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	obStats, err := ob.Stats(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	obStats := r.outboxStats()
 	if obStats.Pending+obStats.InFlight == 0 {
 		t.Errorf("after 10 s of outage the outbox is empty: %+v", obStats)
 	}

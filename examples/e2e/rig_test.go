@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/celerybridge/celerybridge/callback"
 	"github.com/celerybridge/celerybridge/examples/internal/loadtest"
 )
 
@@ -71,20 +72,21 @@ func (r *rig) goWorker(name string, extra ...string) *proc {
 // pyAPI starts the original main_api.py under uvicorn, one process.
 func (r *rig) pyAPI() *proc {
 	r.t.Helper()
-	v := venv(r.t)
-	p := startProc(r.t, "py-api", pythonDir(r.t), r.env(), filepath.Join(v, "bin", "python"), "-m", "uvicorn",
-		"main_api:app", "--host", "127.0.0.1", "--port", fmt.Sprint(r.apiPort), "--log-level", "warning")
-	p.waitHTTP(r.apiURL()+"/docs", 60*time.Second)
-	return p
+	return r.pyUvicorn("py-api", "main_api:app", r.apiPort)
 }
 
 // pyReceiver starts the original callback_receiver.py under uvicorn; its log is the only record.
 func (r *rig) pyReceiver() *proc {
 	r.t.Helper()
-	v := venv(r.t)
-	p := startProc(r.t, "py-receiver", pythonDir(r.t), r.env(), filepath.Join(v, "bin", "python"), "-m", "uvicorn",
-		"callback_receiver:app", "--host", "127.0.0.1", "--port", fmt.Sprint(r.recvPort), "--log-level", "warning")
-	p.waitHTTP(r.receiverURL()+"/docs", 60*time.Second)
+	return r.pyUvicorn("py-receiver", "callback_receiver:app", r.recvPort)
+}
+
+// pyUvicorn serves app (module:attribute in examples/python) on port and waits for its /docs.
+func (r *rig) pyUvicorn(name, app string, port int) *proc {
+	r.t.Helper()
+	p := startProc(r.t, name, pythonDir(r.t), r.env(), filepath.Join(venv(r.t), "bin", "python"), "-m", "uvicorn",
+		app, "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--log-level", "warning")
+	p.waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/docs", port), 60*time.Second)
 	return p
 }
 
@@ -114,6 +116,37 @@ func (r *rig) load(n int, timeout time.Duration, src loadtest.Source) (*loadtest
 		RedisURL:      r.redis.URL(0),
 		SubmittedFile: filepath.Join(r.dir, "submitted_tasks.txt"),
 	})
+}
+
+// loadResult is the outcome of a load test run in the background.
+type loadResult struct {
+	rep *loadtest.Report
+	err error
+}
+
+// loadInBackground starts a load test of n tasks (see load); its outcome arrives on the channel,
+// while the test injects a fault.
+func (r *rig) loadInBackground(n int, timeout time.Duration) <-chan loadResult {
+	done := make(chan loadResult, 1)
+	go func() {
+		rep, err := r.load(n, timeout, nil)
+		done <- loadResult{rep, err}
+	}()
+	return done
+}
+
+// outboxStats reads the worker's callback outbox (the default prefix, on db 0).
+func (r *rig) outboxStats() callback.Stats {
+	r.t.Helper()
+	ob, err := callback.NewOutbox(r.redis.Pool(0), callback.OutboxConfig{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	st, err := ob.Stats(context.Background())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return st
 }
 
 // checkExact fails the test unless the report is consistent for n tasks.
