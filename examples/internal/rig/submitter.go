@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -77,9 +78,8 @@ func (s *submitter) submit(ctx context.Context, ids taskIDs, kwargs map[string]a
 func (s *submitter) flushOnce(ctx context.Context) bool {
 	s.mu.Lock()
 	n := min(len(s.pending), maxSubmitBatch)
-	batch := make([]*pendingSubmit, n)
-	copy(batch, s.pending[:n])
-	s.pending = append(s.pending[:0], s.pending[n:]...)
+	batch := slices.Clone(s.pending[:n])
+	s.pending = slices.Delete(s.pending, 0, n) // clears the freed tail: answered submissions are not kept
 	s.mu.Unlock()
 	if n == 0 {
 		return false
