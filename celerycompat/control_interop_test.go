@@ -68,9 +68,15 @@ func cliInterop(t *testing.T, peer celerytest.Peer) {
 	biz := "biz-" + string(peer)
 	running := s.send("ctl.block", []any{1, "x"}, map[string]any{"task_id": biz})
 	b.waitStart(t, running.ID)
-	etaTask := s.send("ctl.add", []any{3, 4}, nil, cc.WithCountdown(time.Hour))
+	// Sent without arguments: inspect must show them as Celery's Request.info does ([] and {}).
+	etaTask := s.send("ctl.add", nil, nil, cc.WithCountdown(time.Hour))
+	pyETA := s.send("cap.add", nil, nil, cc.WithQueue("pyq"), cc.WithCountdown(time.Hour))
 	eventually(t, 10*time.Second, "the ETA task held", func() bool {
 		return len(list(call(t, ctl, goNode, "scheduled", nil))) == 1
+	})
+	eventually(t, 15*time.Second, "the Python worker holding its ETA task", func() bool {
+		r, err := ctl.Inspect(context.Background(), "scheduled", cc.WithDestination(pyNode), cc.WithReplyTimeout(2*time.Second))
+		return err == nil && strings.Contains(string(r[pyNode]), pyETA.ID)
 	})
 
 	// `celery inspect <cmd> --json`, all at once.
@@ -130,7 +136,18 @@ func cliInterop(t *testing.T, peer celerytest.Peer) {
 		{"scheduled", func(t *testing.T, g, p any) {
 			l := list(g)
 			if len(l) != 1 || obj(obj(l[0])["request"])["id"] != etaTask.ID || obj(l[0])["eta"] == nil {
-				t.Errorf("scheduled on go: %v", g)
+				t.Fatalf("scheduled on go: %v", g)
+			}
+			pl := list(p)
+			if len(pl) != 1 || obj(obj(pl[0])["request"])["id"] != pyETA.ID {
+				t.Fatalf("scheduled on python: %v", p)
+			}
+			// A task without arguments: the Go worker's request shows them as the Python one does.
+			goReq, pyReq := obj(obj(l[0])["request"]), obj(obj(pl[0])["request"])
+			for _, k := range []string{"args", "kwargs"} {
+				if !cmp.Equal(goReq[k], pyReq[k]) || goReq[k] == nil {
+					t.Errorf("scheduled request %s: go %#v, python %#v", k, goReq[k], pyReq[k])
+				}
 			}
 		}},
 		{"registered", func(t *testing.T, g, p any) {

@@ -118,12 +118,11 @@ type Worker struct {
 	hardStop context.CancelFunc   // cancels running handlers
 	hard     chan struct{}        // closed when Shutdown's context ends
 
-	ready   chan *inflight // prefetched messages waiting for a slot
-	slots   chan struct{}  // prefetch window
-	running sync.WaitGroup
-	stats   workerStats
-	outage  outageLog
-	ctl     *workerControl // remote control, events, revokes, rate limits
+	ready  chan *inflight // prefetched messages waiting for a slot
+	slots  chan struct{}  // prefetch window
+	stats  workerStats
+	outage outageLog
+	ctl    *workerControl // remote control, events, revokes, rate limits
 }
 
 type workerState int

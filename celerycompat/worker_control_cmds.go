@@ -136,11 +136,12 @@ func (w *Worker) etaHeld(it *inflight) bool {
 // requestInfo is Celery's Request.info(safe).
 func (w *Worker) requestInfo(it *inflight, safe bool) pyDict {
 	m := it.msg
+	// Celery's Request.info gives [] and {} for a task sent without arguments, never null.
 	var args, kwargs any = m.Args, m.Kwargs
-	if args == nil {
+	if m.Args == nil {
 		args = []any{}
 	}
-	if kwargs == nil {
+	if m.Kwargs == nil {
 		kwargs = map[string]any{}
 	}
 	if safe {

@@ -523,3 +523,40 @@ func TestControlRevokeByStampedHeaders(t *testing.T) {
 		t.Fatal("a message with a revoked stamp ran")
 	}
 }
+
+// proto1NoArgs is a protocol 1 message as Celery 3 style producers write it when a task takes no
+// arguments: the body has no "args" and no "kwargs" keys at all, which Celery reads as () and {}.
+func proto1NoArgs(t *testing.T, task, id string, eta time.Time) []byte {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"task": task, "id": id, "eta": cc.PyISOFormat(eta), "utc": true})
+	env, _ := json.Marshal(map[string]any{
+		"body": b64(string(body)), "content-encoding": "utf-8", "content-type": "application/json", "headers": map[string]any{},
+		"properties": map[string]any{"correlation_id": id, "delivery_mode": 2, "priority": 0, "body_encoding": "base64",
+			"delivery_info": map[string]any{"exchange": "", "routing_key": "celery"}, "delivery_tag": "tag-" + id},
+	})
+	return env
+}
+
+// TestControlInspectNoArgs: Celery's Request.info gives [] and {} for a request without arguments
+// (what `celery inspect scheduled|reserved|active` shows), never null.
+func TestControlInspectNoArgs(t *testing.T) {
+	s := newWStack(t, cc.BrokerConfig{})
+	const node = "noargs@ctl"
+	w := s.newWorker(cc.WorkerConfig{Hostname: node})
+	_ = w.Register("ctl.add", addHandler)
+	runWorker(t, w)
+	ctl := s.control()
+	listening(t, ctl, node)
+	s.r.Do(0, "LPUSH", "celery", proto1NoArgs(t, "ctl.add", "noargs-1", time.Now().Add(time.Hour)))
+	var req map[string]any
+	eventually(t, 10*time.Second, "the ETA task held", func() bool {
+		l := list(call(t, ctl, node, "scheduled", nil))
+		if len(l) == 1 {
+			req = obj(obj(l[0])["request"])
+		}
+		return req != nil
+	})
+	if req["id"] != "noargs-1" || !cmp.Equal(req["args"], []any{}) || !cmp.Equal(req["kwargs"], map[string]any{}) {
+		t.Errorf("scheduled request %v, want args [] and kwargs {}", req)
+	}
+}

@@ -12,10 +12,7 @@ import (
 const DefaultHookRetryTimeout = 30 * time.Second
 
 // Errors of Celery's billiard time limits, stored with module billiard.exceptions.
-var (
-	errSoftTimeLimit = errors.New("SoftTimeLimitExceeded")
-	errTerminated    = errors.New("terminated")
-)
+var errSoftTimeLimit = errors.New("SoftTimeLimitExceeded")
 
 func (w *Worker) execLoop(ctx context.Context) {
 	for {

@@ -519,4 +519,7 @@ func TestTypedBinding(t *testing.T) {
 	if !errors.As(err, &te) || te.ExcType != "TypeError" || !strings.Contains(te.Message(), "bogus") {
 		t.Fatalf("mismatched args: %v, want TypeError naming the field", err)
 	}
+	if meta == nil || meta.Status != cc.StateFailure || meta.TaskID == "" {
+		t.Fatalf("mismatched args stored %+v, want FAILURE", meta)
+	}
 }
