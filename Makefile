@@ -1,6 +1,6 @@
 # The single build entry point. `make test` is what CI runs (.ci/run).
 #
-#   make test     install the peers (.ci/setup.sh), go vet, go test -race, then a short run of every
+#   make test     install the peers and tools (.ci/setup.sh), go vet and staticcheck, go test -race, then a short run of every
 #                 fuzz target (FUZZTIME each, default 10s)
 #   make fuzz     only the fuzz runs
 #   make bench    benchmarks
@@ -15,6 +15,7 @@ SHELL := /bin/bash
 
 GO       ?= go
 VENV     ?= $(CURDIR)/.venv
+TOOLS    ?= $(CURDIR)/.tools/bin
 FUZZTIME ?= 10s
 TESTTIMEOUT ?= 20m
 
@@ -33,10 +34,12 @@ test:
 	echo "make test: done in $$(( $$(date +%s) - start ))s"
 
 setup:
-	@VENV='$(VENV)' ./.ci/setup.sh
+	@VENV='$(VENV)' TOOLS='$(TOOLS)' ./.ci/setup.sh
 
+# staticcheck is pinned and installed by setup (.ci/setup.sh); `make test` runs setup first.
 vet:
 	$(GO) vet ./...
+	$(TOOLS)/staticcheck ./...
 
 unit:
 	$(GO) test -race -count=1 -timeout $(TESTTIMEOUT) ./...

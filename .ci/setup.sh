@@ -4,6 +4,8 @@
 #
 #   Debian (apt-get): redis-server, python3-celery (5.2.6, the old peer under /usr/bin/python3),
 #                     python3-redis, python3-msgpack (for the msgpack wire capture), python3-venv.
+#   Go (proxy):       staticcheck $STATICCHECK (honnef.co/go/tools) into $TOOLS (default: <repo>/.tools/bin),
+#                     run by `make vet` beside go vet.
 #   PyPI (pip):       a venv at $VENV (default: <repo>/.venv) with examples/python/requirements.txt
 #                     (celery 5.7.0, the new peer). It is rebuilt only when the requirements change
 #                     (their sha256 is stored in $VENV/.requirements.sha256) or celery is not 5.7.0.
@@ -16,6 +18,8 @@ ROOT=$(pwd)
 VENV=${VENV:-$ROOT/.venv}
 REQ=$ROOT/examples/python/requirements.txt
 WANT_CELERY=5.7.0
+TOOLS=${TOOLS:-$ROOT/.tools/bin}
+STATICCHECK=v0.8.2 # staticcheck 2026.2.2
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -38,6 +42,12 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	as_root apt-get update -qq
 	as_root apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+fi
+
+# --- Go tools, pinned ---------------------------------------------------------------------------
+if ! "$TOOLS/staticcheck" -version 2>/dev/null | grep -q "(${STATICCHECK#v})"; then
+	log "go install honnef.co/go/tools/cmd/staticcheck@$STATICCHECK"
+	GOBIN=$TOOLS go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK"
 fi
 
 # --- venv with the pinned PyPI Celery ----------------------------------------------------------
@@ -74,4 +84,4 @@ if ! venv_ok; then
 	echo "$req_hash" >"$VENV/.requirements.sha256"
 fi
 
-log "ok: redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), celery $(/usr/bin/python3 -c 'import celery; print(celery.__version__)') (/usr/bin/python3), celery $("$VENV/bin/python" -c 'import celery; print(celery.__version__)') ($VENV)"
+log "ok: $("$TOOLS/staticcheck" -version), redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), celery $(/usr/bin/python3 -c 'import celery; print(celery.__version__)') (/usr/bin/python3), celery $("$VENV/bin/python" -c 'import celery; print(celery.__version__)') ($VENV)"
