@@ -11,8 +11,19 @@ import (
 // DefaultHookRetryTimeout is WorkerConfig.HookRetryTimeout's default.
 const DefaultHookRetryTimeout = 30 * time.Second
 
-// Errors of Celery's billiard time limits, stored with module billiard.exceptions.
-var errSoftTimeLimit = errors.New("SoftTimeLimitExceeded")
+// ErrSoftTimeLimitExceeded is the cause of a handler's context when the task's soft time limit
+// (Celery's soft_time_limit) passes: context.Cause(ctx) returns it and ctx.Err() is
+// context.Canceled. A handler that returns either of them, wrapped or not, after the soft limit
+// fired fails the task with billiard.exceptions.SoftTimeLimitExceeded, the exception Python
+// raises inside the task. A handler that returns another error stores that error, as a Python
+// task that catches SoftTimeLimitExceeded and raises something else does.
+//
+// The hard limit (time_limit) cancels the context too, with cause context.DeadlineExceeded, but
+// the worker does not wait for the handler: the task fails with TimeLimitExceeded at once.
+var ErrSoftTimeLimitExceeded = errors.New("SoftTimeLimitExceeded")
+
+// errSoftTimeLimit is the name the worker uses internally.
+var errSoftTimeLimit = ErrSoftTimeLimitExceeded
 
 func (w *Worker) execLoop(ctx context.Context) {
 	for {
@@ -234,7 +245,7 @@ func (w *Worker) toTaskError(taskCtx context.Context, err error) (*TaskError, st
 		te := &TaskError{ExcType: "GoPanic", ExcModule: "celerybridge", ExcMessage: []any{fmt.Sprint(pe.Value)}}
 		return te, fmt.Sprintf("Traceback (most recent call last):\npanic: %v\n\n%s", pe.Value, pe.Stack)
 	}
-	if errors.Is(context.Cause(taskCtx), errSoftTimeLimit) && errors.Is(err, context.Canceled) {
+	if errors.Is(context.Cause(taskCtx), errSoftTimeLimit) && (errors.Is(err, context.Canceled) || errors.Is(err, errSoftTimeLimit)) {
 		te := &TaskError{ExcType: "SoftTimeLimitExceeded", ExcModule: "billiard.exceptions", ExcMessage: []any{"SoftTimeLimitExceeded()"}}
 		return te, "SoftTimeLimitExceeded: soft time limit exceeded"
 	}
