@@ -50,7 +50,8 @@ type WorkerConfig struct {
 	UnknownTasks UnknownTaskPolicy
 	// Backend stores results; nil stores none.
 	Backend *Backend
-	// Hooks receive the worker's events; nil means none.
+	// Hooks receive the worker's events; nil gives the worker an empty set, which Worker.Hooks
+	// returns for connecting hooks later.
 	Hooks *Hooks
 	// RefreshInterval is how often the scores of held messages are refreshed (default a quarter of
 	// the visibility timeout, at most 60 s).
@@ -64,9 +65,10 @@ type WorkerConfig struct {
 	// ShutdownTimeout bounds the drain when Run's context is cancelled (default: wait for every
 	// running task, as Celery's warm shutdown does).
 	ShutdownTimeout time.Duration
-	// HookRetryTimeout bounds how long a task_success, task_failure, task_retry or task_revoked
-	// hook that returns an error is retried (with backoff) before the message is put back, not
-	// acked, so the task runs again later and its hooks with it (default 30 s).
+	// HookRetryTimeout bounds how long a BeforeAck task_success, task_failure, task_retry or
+	// task_revoked hook that returns an error is retried (with backoff) before the message is put
+	// back, not acked, so the task runs again later and its hooks with it (default 30 s). Other
+	// hooks are never retried: their errors are logged.
 	HookRetryTimeout time.Duration
 	// DisableControl keeps the worker out of Celery's remote-control mailbox (celery inspect and
 	// control, Flower's inspector, revoke broadcasts). Celery workers always listen, and so does

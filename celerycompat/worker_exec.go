@@ -103,7 +103,7 @@ func (w *Worker) execute(ctx context.Context, it *inflight) {
 		}
 	}
 	w.fireOnly(ctx, "task_prerun", it, func() error {
-		return w.hooks.prerun.fire(ctx, m.Task, &TaskPrerun{TaskID: m.ID, Task: m.Task, Args: m.Args, Kwargs: m.Kwargs, Request: req}, w.logPanic)
+		return w.hooks.prerun.fire(ctx, m.Task, &TaskPrerun{TaskInfo: taskInfo(req)}, w.logPanic)
 	})
 
 	w.eventStarted(it)
@@ -125,7 +125,7 @@ func (w *Worker) execute(ctx context.Context, it *inflight) {
 		ok = w.onSuccess(ctx, it, &out)
 	}
 	w.fireOnly(ctx, "task_postrun", it, func() error {
-		return w.hooks.postrun.fire(ctx, m.Task, &TaskPostrun{TaskID: m.ID, Task: m.Task, Args: m.Args, Kwargs: m.Kwargs, Retval: out.result, State: out.state, Request: req}, w.logPanic)
+		return w.hooks.postrun.fire(ctx, m.Task, &TaskPostrun{TaskInfo: taskInfo(req), Retval: out.result, State: out.state}, w.logPanic)
 	})
 	if ok {
 		if !w.cfg.AcksEarly {
@@ -192,7 +192,7 @@ func (w *Worker) run(ctx context.Context, it *inflight) outcome {
 		var r ret
 		defer func() {
 			if p := recover(); p != nil {
-				r = ret{err: &HookPanicError{Value: p, Stack: debug.Stack()}}
+				r = ret{err: &PanicError{Value: p, Stack: debug.Stack()}}
 			}
 			done <- r
 		}()
@@ -240,7 +240,7 @@ wait:
 
 // toTaskError converts a handler error to Celery's exception format with a traceback.
 func (w *Worker) toTaskError(taskCtx context.Context, err error) (*TaskError, string) {
-	var pe *HookPanicError
+	var pe *PanicError
 	if errors.As(err, &pe) {
 		te := &TaskError{ExcType: "GoPanic", ExcModule: "celerybridge", ExcMessage: []any{fmt.Sprint(pe.Value)}}
 		return te, fmt.Sprintf("Traceback (most recent call last):\npanic: %v\n\n%s", pe.Value, pe.Stack)
@@ -291,33 +291,6 @@ func (w *Worker) effect(ctx context.Context, it *inflight, what string, fn func(
 	}
 }
 
-// fireHook runs an effect hook (success, failure, retry, revoked): an error is retried with
-// backoff for up to HookRetryTimeout; it reports whether the hooks finally succeeded.
-func (w *Worker) fireHook(ctx context.Context, it *inflight, name string, fire func(context.Context) error) bool {
-	deadline := time.Now().Add(w.cfg.HookRetryTimeout)
-	delay := 50 * time.Millisecond
-	for {
-		err := fire(ctx)
-		if err == nil {
-			return true
-		}
-		if errors.Is(err, ErrHookPermanent) {
-			w.log.Error("hook failed permanently; not retried", "hook", name, "task_id", it.msg.ID, "task", it.msg.Task, "error", err)
-			return true
-		}
-		w.log.Warn("hook failed", "hook", name, "task_id", it.msg.ID, "task", it.msg.Task, "error", err)
-		if time.Now().Add(delay).After(deadline) || ctx.Err() != nil {
-			return false
-		}
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return false
-		}
-		delay = min(delay*2, 2*time.Second)
-	}
-}
-
 // fireOnly runs an informational hook (received, prerun, postrun): errors are logged only.
 func (w *Worker) fireOnly(_ context.Context, name string, it *inflight, fire func() error) {
 	if err := fire(); err != nil {
@@ -325,6 +298,6 @@ func (w *Worker) fireOnly(_ context.Context, name string, it *inflight, fire fun
 		if it.msg != nil {
 			task = it.msg.Task
 		}
-		w.log.Warn("hook failed", "hook", name, "task", task, "error", err)
+		w.log.Error("hook failed", "hook", name, "task", task, "error", err)
 	}
 }
