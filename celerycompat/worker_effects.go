@@ -366,6 +366,7 @@ func (w *Worker) revokeWith(ctx context.Context, it *inflight, reason string, si
 		}
 	}
 	w.stats.revoked.Add(1)
+	w.logRevoked(it, reason)
 	if !fireEffect(ctx, w, it, "task_revoked", &w.hooks.revoked, &TaskRevoked{TaskInfo: taskInfo(it.req), Expired: reason == RevokedReasonExpired, Terminated: reason == RevokedReasonTerminated, Signum: signum}) {
 		_, _ = w.broker.Requeue(context.WithoutCancel(ctx), it.d.Tag, true)
 		return

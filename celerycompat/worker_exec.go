@@ -108,6 +108,7 @@ func (w *Worker) execute(ctx context.Context, it *inflight) {
 
 	w.eventStarted(it)
 	out := w.run(ctx, it)
+	w.logOutcome(it, &out, w.now().Sub(it.started))
 	waitStarted()
 	w.stats.count(m.Task)
 	if out.terminated != nil {

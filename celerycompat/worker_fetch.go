@@ -193,6 +193,7 @@ func (w *Worker) accept(ctx context.Context, d *Delivery) {
 		return w.hooks.received.fire(ctx, m.Task, &TaskReceived{TaskInfo: taskInfo(it.req)}, w.logPanic)
 	})
 	w.eventReceived(it)
+	w.logReceived(it)
 	if m.ETA != nil && m.ETA.After(w.now()) {
 		w.schedule(it)
 		return
