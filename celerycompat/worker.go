@@ -214,6 +214,11 @@ func (w *Worker) Register(name string, h Handler, opts ...TaskOption) error {
 	if name == "" || h == nil {
 		return fmt.Errorf("%w: task name and handler are required", ErrInvalidConfig)
 	}
+	if c, ok := h.(interface{ checkBinding() error }); ok { // Typed: check the parameter names now
+		if err := c.checkBinding(); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrInvalidConfig, name, err)
+		}
+	}
 	cfg := defaultTaskConfig()
 	for _, o := range opts {
 		o(&cfg)
