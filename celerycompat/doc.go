@@ -53,12 +53,16 @@
 //
 // # Differences from a Python worker
 //
-// link_error: a Go worker publishes each error callback as a task of its own, with the failed
-// task's id as its one argument (Celery's documented errback signature, `on_error(task_id)`
-// … as a message). A Python worker that has the errback task registered calls it inline, in
-// the failing worker, with (request, exc, traceback), and publishes it only when it does not
-// know the task. An errback meant for both must therefore accept both shapes; an errback run by
-// a Go worker always receives the id form. See the interop tests in link_error_interop_test.go.
+// link_error: a Go worker publishes each errback of a failed task as a task of its own, with
+// the failed task's id prepended to the errback's args (Celery's older errback convention,
+// `def on_error(task_id)`). A Python worker does the same for an errback it does not know,
+// but one it has registered with more than one parameter it calls inline, in the failing
+// worker, as errback(request, exc, traceback), and never publishes. So an errback written
+// for the inline shape fails with TypeError when a Go worker's task fails (it is called with
+// the id alone), and an errback only Go workers know always receives the id form. Write
+// errbacks meant for both as one-parameter tasks taking the task id, and read the exception
+// from the result backend (AsyncResult(id).Get). TestLinkErrorMixedWorkers checks both
+// directions against Celery 5.2.6 and 5.7.0.
 //
 // Everything in this package is safe for concurrent use unless its doc says otherwise.
 package celerycompat
