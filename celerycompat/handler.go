@@ -9,9 +9,12 @@ import (
 	"time"
 )
 
-// Handler runs one Celery task. The context is cancelled when the task's soft time limit passes,
-// when it is revoked with terminate, and on hard shutdown. The returned value is stored as the
-// task's result (it must be JSON-encodable); an error stores FAILURE, unless it is a *RetryError.
+// Handler runs one Celery task. The context is cancelled when the task's soft time limit passes
+// (context.Cause is ErrSoftTimeLimitExceeded; returning ctx.Err() or the cause fails the task
+// with Python's SoftTimeLimitExceeded), when the hard limit passes, when it is revoked with
+// terminate, and on hard shutdown. The returned value is stored as the task's result (it must
+// be JSON-encodable); an error stores FAILURE (NewTaskError names the Python exception), unless
+// it asks for a retry (Retry). A panic is recovered as a *PanicError and fails the task.
 type Handler interface {
 	ServeTask(ctx context.Context, req *Request) (any, error)
 }
