@@ -1,10 +1,12 @@
 package celerycompat
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gomodule/redigo/redis"
 )
@@ -54,4 +56,16 @@ func clientInfoDB(info string) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// checkDB takes one connection so the database check runs now. Worker.Run calls it to refuse a
+// mismatch at start instead of retrying it as an outage; other errors are left to the loops.
+func (b *Broker) checkDB(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	return c.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
 )
@@ -50,5 +51,25 @@ func TestClientInfoDB(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("clientInfoDB(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// A worker on such a broker refuses to run rather than serving tasks deaf to control.
+func TestWorkerRunRefusesDBMismatch(t *testing.T) {
+	r := celerytest.StartRedis(t)
+	pool := r.Pool(1)
+	t.Cleanup(func() { pool.Close() })
+	b, err := NewBroker(pool, BrokerConfig{DB: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWorker(b, WorkerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Run(ctx); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("Run: %v, want ErrInvalidConfig", err)
 	}
 }

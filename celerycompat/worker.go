@@ -2,6 +2,7 @@ package celerycompat
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -270,6 +271,9 @@ func (w *Worker) lookup(name string) (Handler, taskConfig, bool) {
 // reconnects. It returns nil after a clean drain, ctx's error if the drain timed out, and
 // ErrWorkerClosed if the worker already ran.
 func (w *Worker) Run(ctx context.Context) error {
+	if err := w.broker.checkDB(ctx); errors.Is(err, ErrInvalidConfig) {
+		return err // BrokerConfig.DB disagrees with the pool: inspect and revokes would miss us
+	}
 	w.mu.Lock()
 	if w.state != stateNew {
 		w.mu.Unlock()
