@@ -22,7 +22,8 @@ type BrokerConfig struct {
 	// GlobalKeyPrefix is kombu's global_keyprefix transport option (default none).
 	GlobalKeyPrefix string
 	// DB is the broker database number from the URL; it names the fanout channels
-	// ("/<db>.celeryev"). Take it from RedisURL.DB.
+	// ("/<db>.celeryev"). Take it from RedisURL.DB. On Redis 6.2+ the first connection checks it
+	// against the database the pool selects and a mismatch fails every call with ErrInvalidConfig.
 	DB int
 	// VisibilityTimeout is kombu's visibility_timeout (default 1 h). Every worker sharing the
 	// queues, Python or Go, must use the same value.
@@ -47,6 +48,7 @@ type Broker struct {
 	now   func() time.Time
 
 	declared sync.Map // queue name -> struct{}: binding written by this Broker
+	db       dbCheck  // BrokerConfig.DB against the pool's database, checked once
 }
 
 // NewBroker returns a broker on pool, which the caller owns.
@@ -87,6 +89,10 @@ func (b *Broker) conn(ctx context.Context) (redis.Conn, error) {
 	c, err := b.pool.GetContext(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: get connection: %w", ErrBroker, err)
+	}
+	if err := b.db.verify(c, b.cfg.DB); err != nil {
+		c.Close()
+		return nil, err
 	}
 	return c, nil
 }

@@ -2,61 +2,67 @@ package celerycompat
 
 import (
 	"context"
-	"fmt"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 )
 
 // Hook events mirror Celery's signals (celery/signals.py) and carry the arguments Celery passes,
-// with Go names. Task is the task name (Celery's sender).
+// with Go names. Every task event embeds TaskInfo, so e.TaskID, e.Task, e.Args, e.Kwargs and
+// e.Request read the same way on all of them.
 
-// TaskReceived mirrors task_received: a message was accepted (after the revoke and expiry checks).
-type TaskReceived struct{ Request *Request }
-
-// TaskPrerun mirrors task_prerun.
-type TaskPrerun struct {
+// TaskInfo is what every task event says about its task: the id, the name (Celery's sender),
+// the arguments and the full request.
+type TaskInfo struct {
 	TaskID, Task string
 	Args         []any
 	Kwargs       map[string]any
 	Request      *Request
 }
 
+// taskInfo builds the TaskInfo of a request.
+func taskInfo(req *Request) TaskInfo {
+	if req == nil {
+		return TaskInfo{}
+	}
+	return TaskInfo{TaskID: req.ID, Task: req.Task, Args: req.Args, Kwargs: req.Kwargs, Request: req}
+}
+
+// TaskReceived mirrors task_received: a message was accepted (after the revoke and expiry checks).
+type TaskReceived struct{ TaskInfo }
+
+// TaskPrerun mirrors task_prerun: the handler is about to run.
+type TaskPrerun struct{ TaskInfo }
+
 // TaskPostrun mirrors task_postrun (sent whatever the outcome).
 type TaskPostrun struct {
-	TaskID, Task string
-	Args         []any
-	Kwargs       map[string]any
-	Retval       any
-	State        State
-	Request      *Request
+	TaskInfo
+	Retval any
+	State  State
 }
 
 // TaskSuccess mirrors task_success; it fires after the result is stored.
 type TaskSuccess struct {
-	Result  any
-	Request *Request
+	TaskInfo
+	Result any
 }
 
 // TaskFailure mirrors task_failure; it fires after the failure is stored.
 type TaskFailure struct {
-	TaskID    string
+	TaskInfo
 	Exception error
-	Args      []any
-	Kwargs    map[string]any
 	Traceback string
-	Request   *Request
 }
 
-// TaskRetry mirrors task_retry.
+// TaskRetry mirrors task_retry: the task asked to be retried and its next run is published.
 type TaskRetry struct {
-	Request *Request
-	Reason  error
+	TaskInfo
+	Reason error
 }
 
-// TaskRevoked mirrors task_revoked.
+// TaskRevoked mirrors task_revoked: revoked before it ran, expired, or terminated while running.
 type TaskRevoked struct {
-	Request    *Request
+	TaskInfo
 	Terminated bool
 	Signum     *int
 	Expired    bool
@@ -69,12 +75,13 @@ type TaskRejected struct {
 	Err   error
 }
 
-// TaskUnknown mirrors task_unknown: a message for a task this worker does not know.
+// TaskUnknown mirrors task_unknown: a message for a task this worker does not know. TaskID and
+// Task are named as in TaskInfo; there is no Request, the task never reaches a handler.
 type TaskUnknown struct {
 	Raw     []byte
 	Message *Message
-	Name    string
-	ID      string
+	TaskID  string
+	Task    string
 	Err     error
 }
 
@@ -84,10 +91,10 @@ type (
 	WorkerShutdown struct{ Hostname string }
 )
 
-// HookFunc handles one event. An error means the effect did not happen: for task_success,
-// task_failure, task_retry and task_revoked the worker retries the hook with backoff and, if it
-// keeps failing, does not acknowledge the message, so the task runs again later rather than an
-// effect being skipped. A panic is recovered and logged and counts as done.
+// HookFunc handles one event. Like a Celery signal receiver, a hook's error (or panic, which is
+// recovered) is logged at ERROR and changes nothing else: the task is acknowledged and not run
+// again. A hook whose effect must happen before the message is acknowledged (a callback outbox,
+// an audit record) opts in with BeforeAck.
 type HookFunc[E any] func(ctx context.Context, e *E) error
 
 type hookEntry[E any] struct {
@@ -117,14 +124,6 @@ func (l *hookList[E]) add(fn HookFunc[E], senders []string) {
 	next := append(append(make([]hookEntry[E], 0, len(cur)+1), cur...), e)
 	l.entries.Store(&next)
 }
-
-// HookPanicError is a panic recovered from a hook or handler, with its stack.
-type HookPanicError struct {
-	Value any
-	Stack []byte
-}
-
-func (e *HookPanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
 
 // fire calls every hook registered for task (sender), in registration order. It returns the
 // first error; panics are recovered into panics (reported, not returned).
@@ -179,18 +178,44 @@ type Hooks struct {
 	shutdown hookList[WorkerShutdown]
 }
 
+// OnTaskReceived connects fn to task_received: a message was accepted for the named tasks (all
+// when none are named), before it waits for a slot. Errors are logged.
 func (h *Hooks) OnTaskReceived(fn HookFunc[TaskReceived], tasks ...string) { h.received.add(fn, tasks) }
-func (h *Hooks) OnTaskPrerun(fn HookFunc[TaskPrerun], tasks ...string)     { h.prerun.add(fn, tasks) }
-func (h *Hooks) OnTaskPostrun(fn HookFunc[TaskPostrun], tasks ...string)   { h.postrun.add(fn, tasks) }
-func (h *Hooks) OnTaskSuccess(fn HookFunc[TaskSuccess], tasks ...string)   { h.success.add(fn, tasks) }
-func (h *Hooks) OnTaskFailure(fn HookFunc[TaskFailure], tasks ...string)   { h.failure.add(fn, tasks) }
-func (h *Hooks) OnTaskRetry(fn HookFunc[TaskRetry], tasks ...string)       { h.retry.add(fn, tasks) }
-func (h *Hooks) OnTaskRevoked(fn HookFunc[TaskRevoked], tasks ...string)   { h.revoked.add(fn, tasks) }
 
-// OnTaskRejected and OnTaskUnknown take no task filter: the message has no usable task name.
+// OnTaskPrerun connects fn to task_prerun: the handler is about to run. Errors are logged.
+func (h *Hooks) OnTaskPrerun(fn HookFunc[TaskPrerun], tasks ...string) { h.prerun.add(fn, tasks) }
+
+// OnTaskPostrun connects fn to task_postrun: the handler returned, whatever the outcome, and its
+// effects are done. Errors are logged.
+func (h *Hooks) OnTaskPostrun(fn HookFunc[TaskPostrun], tasks ...string) { h.postrun.add(fn, tasks) }
+
+// OnTaskSuccess connects fn to task_success: the result is stored, the message not yet
+// acknowledged. Errors are logged; wrap fn in BeforeAck to hold the ack until it succeeds.
+func (h *Hooks) OnTaskSuccess(fn HookFunc[TaskSuccess], tasks ...string) { h.success.add(fn, tasks) }
+
+// OnTaskFailure connects fn to task_failure: the failure is stored, the message not yet
+// acknowledged. Errors are logged; wrap fn in BeforeAck to hold the ack until it succeeds.
+func (h *Hooks) OnTaskFailure(fn HookFunc[TaskFailure], tasks ...string) { h.failure.add(fn, tasks) }
+
+// OnTaskRetry connects fn to task_retry: the retry is published and the RETRY state stored.
+// Errors are logged; wrap fn in BeforeAck to hold the ack until it succeeds.
+func (h *Hooks) OnTaskRetry(fn HookFunc[TaskRetry], tasks ...string) { h.retry.add(fn, tasks) }
+
+// OnTaskRevoked connects fn to task_revoked: the task was revoked, expired or terminated and
+// REVOKED is stored. Errors are logged; wrap fn in BeforeAck to hold the ack until it succeeds.
+func (h *Hooks) OnTaskRevoked(fn HookFunc[TaskRevoked], tasks ...string) { h.revoked.add(fn, tasks) }
+
+// OnTaskRejected connects fn to task_rejected: a message that could not be decoded or was
+// invalid (it is dead-lettered). There is no task filter: the message has no usable task name.
 func (h *Hooks) OnTaskRejected(fn HookFunc[TaskRejected]) { h.rejected.add(fn, nil) }
-func (h *Hooks) OnTaskUnknown(fn HookFunc[TaskUnknown])   { h.unknown.add(fn, nil) }
-func (h *Hooks) OnWorkerReady(fn HookFunc[WorkerReady])   { h.ready.add(fn, nil) }
+
+// OnTaskUnknown connects fn to task_unknown: a message for a task no handler is registered for.
+func (h *Hooks) OnTaskUnknown(fn HookFunc[TaskUnknown]) { h.unknown.add(fn, nil) }
+
+// OnWorkerReady connects fn to worker_ready: the worker is consuming.
+func (h *Hooks) OnWorkerReady(fn HookFunc[WorkerReady]) { h.ready.add(fn, nil) }
+
+// OnWorkerShutdown connects fn to worker_shutdown: the worker has drained and is stopping.
 func (h *Hooks) OnWorkerShutdown(fn HookFunc[WorkerShutdown]) {
 	h.shutdown.add(fn, nil)
 }

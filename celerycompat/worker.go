@@ -2,6 +2,7 @@ package celerycompat
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -50,7 +51,8 @@ type WorkerConfig struct {
 	UnknownTasks UnknownTaskPolicy
 	// Backend stores results; nil stores none.
 	Backend *Backend
-	// Hooks receive the worker's events; nil means none.
+	// Hooks receive the worker's events; nil gives the worker an empty set, which Worker.Hooks
+	// returns for connecting hooks later.
 	Hooks *Hooks
 	// RefreshInterval is how often the scores of held messages are refreshed (default a quarter of
 	// the visibility timeout, at most 60 s).
@@ -64,9 +66,10 @@ type WorkerConfig struct {
 	// ShutdownTimeout bounds the drain when Run's context is cancelled (default: wait for every
 	// running task, as Celery's warm shutdown does).
 	ShutdownTimeout time.Duration
-	// HookRetryTimeout bounds how long a task_success, task_failure, task_retry or task_revoked
-	// hook that returns an error is retried (with backoff) before the message is put back, not
-	// acked, so the task runs again later and its hooks with it (default 30 s).
+	// HookRetryTimeout bounds how long a BeforeAck task_success, task_failure, task_retry or
+	// task_revoked hook that returns an error is retried (with backoff) before the message is put
+	// back, not acked, so the task runs again later and its hooks with it (default 30 s). Other
+	// hooks are never retried: their errors are logged.
 	HookRetryTimeout time.Duration
 	// DisableControl keeps the worker out of Celery's remote-control mailbox (celery inspect and
 	// control, Flower's inspector, revoke broadcasts). Celery workers always listen, and so does
@@ -212,6 +215,11 @@ func (w *Worker) Register(name string, h Handler, opts ...TaskOption) error {
 	if name == "" || h == nil {
 		return fmt.Errorf("%w: task name and handler are required", ErrInvalidConfig)
 	}
+	if c, ok := h.(interface{ checkBinding() error }); ok { // Typed: check the parameter names now
+		if err := c.checkBinding(); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrInvalidConfig, name, err)
+		}
+	}
 	cfg := defaultTaskConfig()
 	for _, o := range opts {
 		o(&cfg)
@@ -263,6 +271,9 @@ func (w *Worker) lookup(name string) (Handler, taskConfig, bool) {
 // reconnects. It returns nil after a clean drain, ctx's error if the drain timed out, and
 // ErrWorkerClosed if the worker already ran.
 func (w *Worker) Run(ctx context.Context) error {
+	if err := w.broker.checkDB(ctx); errors.Is(err, ErrInvalidConfig) {
+		return err // BrokerConfig.DB disagrees with the pool: inspect and revokes would miss us
+	}
 	w.mu.Lock()
 	if w.state != stateNew {
 		w.mu.Unlock()

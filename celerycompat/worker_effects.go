@@ -152,9 +152,7 @@ func (w *Worker) onSuccess(ctx context.Context, it *inflight, out *outcome) bool
 	}
 	w.stats.succeeded.Add(1)
 	w.eventSucceeded(it, out.result)
-	return w.fireHook(ctx, it, "task_success", func(ctx context.Context) error {
-		return w.hooks.success.fire(ctx, m.Task, &TaskSuccess{Result: out.result, Request: it.req}, w.logPanic)
-	})
+	return fireEffect(ctx, w, it, "task_success", &w.hooks.success, &TaskSuccess{TaskInfo: taskInfo(it.req), Result: out.result})
 }
 
 // markOptions are the request details stored with a state: group and parent ids, the extended
@@ -207,9 +205,7 @@ func (w *Worker) onFailure(ctx context.Context, it *inflight, out *outcome) bool
 	}
 	w.stats.failed.Add(1)
 	w.eventFailed("task-failed", it, out.taskErr, out.traceback)
-	return w.fireHook(ctx, it, "task_failure", func(ctx context.Context) error {
-		return w.hooks.failure.fire(ctx, m.Task, &TaskFailure{TaskID: m.ID, Exception: out.err, Args: m.Args, Kwargs: m.Kwargs, Traceback: out.traceback, Request: it.req}, w.logPanic)
-	})
+	return fireEffect(ctx, w, it, "task_failure", &w.hooks.failure, &TaskFailure{TaskInfo: taskInfo(it.req), Exception: out.err, Traceback: out.traceback})
 }
 
 // onRetry re-publishes the task (same id, retries+1, new ETA), stores RETRY and fires task_retry;
@@ -260,9 +256,7 @@ func (w *Worker) onRetry(ctx context.Context, it *inflight, out *outcome) bool {
 	}
 	w.stats.retried.Add(1)
 	w.eventFailed("task-retried", it, te, tb)
-	return w.fireHook(ctx, it, "task_retry", func(ctx context.Context) error {
-		return w.hooks.retry.fire(ctx, m.Task, &TaskRetry{Request: it.req, Reason: r}, w.logPanic)
-	})
+	return fireEffect(ctx, w, it, "task_retry", &w.hooks.retry, &TaskRetry{TaskInfo: taskInfo(it.req), Reason: r})
 }
 
 // chordPart does the chord bookkeeping of a header task and, when it completes the chord,
@@ -350,7 +344,7 @@ func (w *Worker) unknown(ctx context.Context, it *inflight) {
 	w.eventFailed("task-failed", it, nil, "")
 	w.log.Warn("unknown task dead-lettered", "task", m.Task, "task_id", m.ID)
 	w.fireOnly(ctx, "task_unknown", it, func() error {
-		return w.hooks.unknown.fire(ctx, "", &TaskUnknown{Raw: d.Raw, Message: m, Name: m.Task, ID: m.ID, Err: err}, w.logPanic)
+		return w.hooks.unknown.fire(ctx, "", &TaskUnknown{Raw: d.Raw, Message: m, Task: m.Task, TaskID: m.ID, Err: err}, w.logPanic)
 	})
 }
 
@@ -372,9 +366,8 @@ func (w *Worker) revokeWith(ctx context.Context, it *inflight, reason string, si
 		}
 	}
 	w.stats.revoked.Add(1)
-	if !w.fireHook(ctx, it, "task_revoked", func(ctx context.Context) error {
-		return w.hooks.revoked.fire(ctx, m.Task, &TaskRevoked{Request: it.req, Expired: reason == RevokedReasonExpired, Terminated: reason == RevokedReasonTerminated, Signum: signum}, w.logPanic)
-	}) {
+	w.logRevoked(it, reason)
+	if !fireEffect(ctx, w, it, "task_revoked", &w.hooks.revoked, &TaskRevoked{TaskInfo: taskInfo(it.req), Expired: reason == RevokedReasonExpired, Terminated: reason == RevokedReasonTerminated, Signum: signum}) {
 		_, _ = w.broker.Requeue(context.WithoutCancel(ctx), it.d.Tag, true)
 		return
 	}

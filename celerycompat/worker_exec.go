@@ -11,8 +11,19 @@ import (
 // DefaultHookRetryTimeout is WorkerConfig.HookRetryTimeout's default.
 const DefaultHookRetryTimeout = 30 * time.Second
 
-// Errors of Celery's billiard time limits, stored with module billiard.exceptions.
-var errSoftTimeLimit = errors.New("SoftTimeLimitExceeded")
+// ErrSoftTimeLimitExceeded is the cause of a handler's context when the task's soft time limit
+// (Celery's soft_time_limit) passes: context.Cause(ctx) returns it and ctx.Err() is
+// context.Canceled. A handler that returns either of them, wrapped or not, after the soft limit
+// fired fails the task with billiard.exceptions.SoftTimeLimitExceeded, the exception Python
+// raises inside the task. A handler that returns another error stores that error, as a Python
+// task that catches SoftTimeLimitExceeded and raises something else does.
+//
+// The hard limit (time_limit) cancels the context too, with cause context.DeadlineExceeded, but
+// the worker does not wait for the handler: the task fails with TimeLimitExceeded at once.
+var ErrSoftTimeLimitExceeded = errors.New("SoftTimeLimitExceeded")
+
+// errSoftTimeLimit is the name the worker uses internally.
+var errSoftTimeLimit = ErrSoftTimeLimitExceeded
 
 func (w *Worker) execLoop(ctx context.Context) {
 	for {
@@ -92,11 +103,12 @@ func (w *Worker) execute(ctx context.Context, it *inflight) {
 		}
 	}
 	w.fireOnly(ctx, "task_prerun", it, func() error {
-		return w.hooks.prerun.fire(ctx, m.Task, &TaskPrerun{TaskID: m.ID, Task: m.Task, Args: m.Args, Kwargs: m.Kwargs, Request: req}, w.logPanic)
+		return w.hooks.prerun.fire(ctx, m.Task, &TaskPrerun{TaskInfo: taskInfo(req)}, w.logPanic)
 	})
 
 	w.eventStarted(it)
 	out := w.run(ctx, it)
+	w.logOutcome(it, &out, w.now().Sub(it.started))
 	waitStarted()
 	w.stats.count(m.Task)
 	if out.terminated != nil {
@@ -114,7 +126,7 @@ func (w *Worker) execute(ctx context.Context, it *inflight) {
 		ok = w.onSuccess(ctx, it, &out)
 	}
 	w.fireOnly(ctx, "task_postrun", it, func() error {
-		return w.hooks.postrun.fire(ctx, m.Task, &TaskPostrun{TaskID: m.ID, Task: m.Task, Args: m.Args, Kwargs: m.Kwargs, Retval: out.result, State: out.state, Request: req}, w.logPanic)
+		return w.hooks.postrun.fire(ctx, m.Task, &TaskPostrun{TaskInfo: taskInfo(req), Retval: out.result, State: out.state}, w.logPanic)
 	})
 	if ok {
 		if !w.cfg.AcksEarly {
@@ -181,7 +193,7 @@ func (w *Worker) run(ctx context.Context, it *inflight) outcome {
 		var r ret
 		defer func() {
 			if p := recover(); p != nil {
-				r = ret{err: &HookPanicError{Value: p, Stack: debug.Stack()}}
+				r = ret{err: &PanicError{Value: p, Stack: debug.Stack()}}
 			}
 			done <- r
 		}()
@@ -229,12 +241,12 @@ wait:
 
 // toTaskError converts a handler error to Celery's exception format with a traceback.
 func (w *Worker) toTaskError(taskCtx context.Context, err error) (*TaskError, string) {
-	var pe *HookPanicError
+	var pe *PanicError
 	if errors.As(err, &pe) {
 		te := &TaskError{ExcType: "GoPanic", ExcModule: "celerybridge", ExcMessage: []any{fmt.Sprint(pe.Value)}}
 		return te, fmt.Sprintf("Traceback (most recent call last):\npanic: %v\n\n%s", pe.Value, pe.Stack)
 	}
-	if errors.Is(context.Cause(taskCtx), errSoftTimeLimit) && errors.Is(err, context.Canceled) {
+	if errors.Is(context.Cause(taskCtx), errSoftTimeLimit) && (errors.Is(err, context.Canceled) || errors.Is(err, errSoftTimeLimit)) {
 		te := &TaskError{ExcType: "SoftTimeLimitExceeded", ExcModule: "billiard.exceptions", ExcMessage: []any{"SoftTimeLimitExceeded()"}}
 		return te, "SoftTimeLimitExceeded: soft time limit exceeded"
 	}
@@ -280,33 +292,6 @@ func (w *Worker) effect(ctx context.Context, it *inflight, what string, fn func(
 	}
 }
 
-// fireHook runs an effect hook (success, failure, retry, revoked): an error is retried with
-// backoff for up to HookRetryTimeout; it reports whether the hooks finally succeeded.
-func (w *Worker) fireHook(ctx context.Context, it *inflight, name string, fire func(context.Context) error) bool {
-	deadline := time.Now().Add(w.cfg.HookRetryTimeout)
-	delay := 50 * time.Millisecond
-	for {
-		err := fire(ctx)
-		if err == nil {
-			return true
-		}
-		if errors.Is(err, ErrHookPermanent) {
-			w.log.Error("hook failed permanently; not retried", "hook", name, "task_id", it.msg.ID, "task", it.msg.Task, "error", err)
-			return true
-		}
-		w.log.Warn("hook failed", "hook", name, "task_id", it.msg.ID, "task", it.msg.Task, "error", err)
-		if time.Now().Add(delay).After(deadline) || ctx.Err() != nil {
-			return false
-		}
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return false
-		}
-		delay = min(delay*2, 2*time.Second)
-	}
-}
-
 // fireOnly runs an informational hook (received, prerun, postrun): errors are logged only.
 func (w *Worker) fireOnly(_ context.Context, name string, it *inflight, fire func() error) {
 	if err := fire(); err != nil {
@@ -314,6 +299,6 @@ func (w *Worker) fireOnly(_ context.Context, name string, it *inflight, fire fun
 		if it.msg != nil {
 			task = it.msg.Task
 		}
-		w.log.Warn("hook failed", "hook", name, "task", task, "error", err)
+		w.log.Error("hook failed", "hook", name, "task", task, "error", err)
 	}
 }

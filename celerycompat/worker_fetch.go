@@ -190,9 +190,10 @@ func (w *Worker) accept(ctx context.Context, d *Delivery) {
 		return
 	}
 	w.fireOnly(ctx, "task_received", it, func() error {
-		return w.hooks.received.fire(ctx, m.Task, &TaskReceived{Request: it.req}, w.logPanic)
+		return w.hooks.received.fire(ctx, m.Task, &TaskReceived{TaskInfo: taskInfo(it.req)}, w.logPanic)
 	})
 	w.eventReceived(it)
+	w.logReceived(it)
 	if m.ETA != nil && m.ETA.After(w.now()) {
 		w.schedule(it)
 		return

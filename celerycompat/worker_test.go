@@ -407,21 +407,21 @@ func TestWorkerSurvivesPanickingHook(t *testing.T) {
 	eventually(t, 5*time.Second, "hook calls", func() bool { return calls.Load() == 2 })
 }
 
-// TestWorkerFailingHookMeansTheTaskRunsAgain: a task_success hook that keeps failing past
-// HookRetryTimeout (say, a callback outbox whose Redis is down) leaves the message un-acked and
-// puts it back, so the task runs again and the hook gets another chance: the effect is delayed,
-// never skipped.
+// TestWorkerFailingHookMeansTheTaskRunsAgain: a BeforeAck task_success hook that keeps failing
+// past HookRetryTimeout (say, a callback outbox whose Redis is down) leaves the message un-acked
+// and puts it back, so the task runs again and the hook gets another chance: the effect is
+// delayed, never skipped.
 func TestWorkerFailingHookMeansTheTaskRunsAgain(t *testing.T) {
 	s := newWStack(t, cc.BrokerConfig{})
 	hooks := &cc.Hooks{}
 	var hookCalls, hookOK atomic.Int32
-	hooks.OnTaskSuccess(func(ctx context.Context, e *cc.TaskSuccess) error {
+	hooks.OnTaskSuccess(cc.BeforeAck(func(ctx context.Context, e *cc.TaskSuccess) error {
 		if hookCalls.Add(1) <= 3 {
 			return errors.New("outbox unreachable")
 		}
 		hookOK.Add(1)
 		return nil
-	})
+	}))
 	var runs atomic.Int32
 	w := s.newWorker(cc.WorkerConfig{Hooks: hooks, HookRetryTimeout: 100 * time.Millisecond})
 	_ = w.Register("cap.add", cc.HandlerFunc(func(ctx context.Context, req *cc.Request) (any, error) {

@@ -26,17 +26,18 @@ type Options struct {
 }
 
 // Connect registers task_success and task_failure hooks on hooks that enqueue a callback in ob,
-// for the named tasks (every task when none are named). A failed Enqueue is returned to the
-// worker, which retries the hook and, if Redis stays unreachable, leaves the message un-acked so
-// the task runs again: a callback is delayed or repeated, never lost.
+// for the named tasks (every task when none are named). Both hooks are celerycompat.BeforeAck
+// hooks: a failed Enqueue is returned to the worker, which retries the hook and, if Redis stays
+// unreachable, leaves the message un-acked so the task runs again: a callback is delayed or
+// repeated, never lost.
 func Connect(hooks *celerycompat.Hooks, ob *callback.Outbox, opts Options, tasks ...string) {
 	if opts.BusinessIDKwarg == "" {
 		opts.BusinessIDKwarg = "task_id"
 	}
-	hooks.OnTaskSuccess(func(ctx context.Context, e *celerycompat.TaskSuccess) error {
+	hooks.OnTaskSuccess(celerycompat.BeforeAck(func(ctx context.Context, e *celerycompat.TaskSuccess) error {
 		return enqueue(ctx, ob, opts, e.Request, callback.StatusSuccess, e.Result, "")
-	}, tasks...)
-	hooks.OnTaskFailure(func(ctx context.Context, e *celerycompat.TaskFailure) error {
+	}), tasks...)
+	hooks.OnTaskFailure(celerycompat.BeforeAck(func(ctx context.Context, e *celerycompat.TaskFailure) error {
 		msg := ""
 		if e.Exception != nil {
 			msg = e.Exception.Error()
@@ -45,7 +46,7 @@ func Connect(hooks *celerycompat.Hooks, ob *callback.Outbox, opts Options, tasks
 			}
 		}
 		return enqueue(ctx, ob, opts, e.Request, callback.StatusFailed, nil, msg)
-	}, tasks...)
+	}), tasks...)
 }
 
 // Event builds the callback event for a task outcome.

@@ -31,6 +31,7 @@ Tasks (all names are explicit; tests address them by name):
   cap.record_sleep(seconds, *args, **kwargs)
                                 record(), then sleeps `seconds` (for crash / restore tests)
   cap.on_err(task_id)           errback with one argument; records like cap.record
+  cap.on_err3(request, exc, tb) errback Celery calls inline; records {failed_id, exc, inline}
 """
 
 import json
@@ -212,8 +213,17 @@ def register_tasks(app):
         self.app.backend.client.rpush(RAN_KEY, json.dumps(rec))
         return task_id
 
+    @app.task(shared=False, name="cap.on_err3")
+    def on_err3(request, exc, traceback):
+        # Three parameters: a Python worker that knows this task calls it inline on failure.
+        rec = {"task": "cap.on_err3", "failed_id": getattr(request, "id", None),
+               "exc": type(exc).__name__, "inline": True}
+        app.backend.client.rpush(RAN_KEY, json.dumps(rec))
+        return rec
+
     return dict(add=add, echo=echo, fail=fail, fail_value=fail_value, retry_me=retry_me,
-                sleep=sleep, tsum=tsum, record=record, record_sleep=record_sleep, on_err=on_err)
+                sleep=sleep, tsum=tsum, record=record, record_sleep=record_sleep, on_err=on_err,
+                on_err3=on_err3)
 
 
 def quiet_exit(app):
