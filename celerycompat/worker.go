@@ -58,8 +58,16 @@ type WorkerConfig struct {
 	// RestoreInterval is how often the visibility-timeout restore sweep runs (default 10 s; kombu
 	// sweeps about every 100 s). A sweep also runs at start.
 	RestoreInterval time.Duration
-	// PollInterval is the longest wait between fetch attempts while every queue is empty (default
-	// 50 ms; the wait starts at 1 ms and doubles).
+	// IdleWait is how long one blocking wait for a message lasts while every queue is empty
+	// before the worker renews it and fetches once more (default 2 s). A message wakes the worker
+	// at once; IdleWait only sets the idle cost (see the package doc's "Losing nothing"). Keep it
+	// below the read timeout of the pool's connections, if they have one.
+	IdleWait time.Duration
+	// PollOnly makes an idle worker poll instead of waiting (as on Redis < 6.2, which has no
+	// BLMOVE and where the worker polls anyway).
+	PollOnly bool
+	// PollInterval is the longest wait between fetch attempts while polling (default 50 ms; the
+	// wait starts at 1 ms and doubles).
 	PollInterval time.Duration
 	// ShutdownTimeout bounds the drain when Run's context is cancelled (default: wait for every
 	// running task, as Celery's warm shutdown does).
@@ -172,6 +180,9 @@ func NewWorker(broker *Broker, cfg WorkerConfig) (*Worker, error) {
 	}
 	if cfg.HookRetryTimeout <= 0 {
 		cfg.HookRetryTimeout = DefaultHookRetryTimeout
+	}
+	if cfg.IdleWait <= 0 {
+		cfg.IdleWait = 2 * time.Second
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 50 * time.Millisecond

@@ -102,6 +102,8 @@ const maxFetchBatch = 32
 // are free slots (up to maxFetchBatch).
 func (w *Worker) fetchLoop(ctx context.Context) {
 	idle := time.Millisecond
+	waiter := newIdleWaiter(ctx, w.broker, w.cfg.IdleWait)
+	defer waiter.stop()
 	for {
 		select {
 		case w.slots <- struct{}{}:
@@ -133,10 +135,16 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 		}
 		w.outage.ok()
 		if len(ds) == 0 {
-			if !w.sleep(idle) {
+			if w.cfg.PollOnly {
+				if !w.sleep(idle) {
+					return
+				}
+				idle = min(idle*2, w.cfg.PollInterval)
+				continue
+			}
+			if !w.idleWait(waiter, queues, &idle) {
 				return
 			}
-			idle = min(idle*2, w.cfg.PollInterval)
 			continue
 		}
 		idle = time.Millisecond
@@ -144,6 +152,28 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			w.rotate(d.Queue)
 			w.accept(ctx, d)
 		}
+	}
+}
+
+// idleWait waits, while every queue is empty, until one of them has a message (or the wait's
+// timeout passes, or an error). It reports false once the worker is stopping. Where the server
+// cannot wait (Redis < 6.2) it sleeps for the next polling interval instead.
+func (w *Worker) idleWait(waiter *idleWaiter, queues []string, idle *time.Duration) bool {
+	err := waiter.wait(w.broker.fetchLists(queues), w.stop)
+	select {
+	case <-w.stop:
+		return false
+	default:
+	}
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, errWaitUnsupported):
+		ok := w.sleep(*idle)
+		*idle = min(*idle*2, w.cfg.PollInterval)
+		return ok
+	default:
+		return w.sleep(w.outage.fail("wait", err))
 	}
 }
 
