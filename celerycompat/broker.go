@@ -47,6 +47,7 @@ type Broker struct {
 	now   func() time.Time
 
 	declared sync.Map // queue name -> struct{}: binding written by this Broker
+	acks     ackGroup // concurrent Acks share round trips (ackgroup.go)
 }
 
 // NewBroker returns a broker on pool, which the caller owns.
