@@ -80,6 +80,10 @@ type WorkerConfig struct {
 	// control, Flower's inspector, revoke broadcasts). Celery workers always listen, and so does
 	// this one by default; the listener holds one pool connection while the worker runs.
 	DisableControl bool
+	// WithoutMingle skips the hello a starting worker sends to the other workers to learn their
+	// revoked task ids and clock (Celery's --without-mingle). Mingle needs the control mailbox:
+	// DisableControl skips it too.
+	WithoutMingle bool
 	// SendEvents publishes task events for Flower and `celery events` (Celery's -E); the
 	// enable_events and disable_events commands switch them at runtime.
 	SendEvents bool
@@ -304,6 +308,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		spawn()
 	}
 	w.startControl(runCtx, spawn)
+	if !w.cfg.DisableControl && !w.cfg.WithoutMingle {
+		w.mingle(runCtx)
+	}
 	_ = w.hooks.ready.fire(runCtx, "", &WorkerReady{Hostname: w.cfg.Hostname}, w.logPanic)
 	w.log.Info("worker ready", "hostname", w.cfg.Hostname, "queues", w.cfg.Queues,
 		"concurrency", w.cfg.Concurrency, "prefetch", prefetch)
