@@ -57,6 +57,11 @@ func (b *Broker) Fetch(ctx context.Context, queues []string, max int) ([]*Delive
 		return nil, err
 	}
 	defer c.Close()
+	return b.fetchOn(ctx, c, queues, max)
+}
+
+// fetchOn is Fetch on connection c.
+func (b *Broker) fetchOn(ctx context.Context, c redis.Conn, queues []string, max int) ([]*Delivery, error) {
 	lists := b.fetchLists(queues)
 	args := make([]any, 0, 4+len(lists)+4)
 	args = append(args, 3+len(lists), b.keys.Unacked(), b.keys.UnackedIndex(), b.keys.DeadLetter())

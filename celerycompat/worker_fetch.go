@@ -124,10 +124,35 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 		queues := append([]string(nil), w.queues...)
 		w.mu.Unlock()
 		ds, err := w.broker.Fetch(ctx, queues, n)
+		if err == nil && len(ds) == 0 && !w.cfg.PollOnly {
+			// Every queue is empty: wait for a message, holding the slots, so that the waiter
+			// that wakes first can fetch for them at once.
+			var res wakeResult
+			if res, idle = w.idleWait(waiter, queues, n, idle); res.fetched {
+				ds, err = res.ds, res.err
+			} else if res.err != nil {
+				for range n {
+					<-w.slots
+				}
+				select {
+				case <-w.stop:
+					return
+				default:
+				}
+				if !w.sleep(w.outage.fail("wait", res.err)) {
+					return
+				}
+				continue
+			}
+		}
 		for range n - len(ds) {
 			<-w.slots
 		}
 		if err != nil {
+			for _, d := range ds { // what a failed reply still carried is held: run it
+				w.rotate(d.Queue)
+				w.accept(ctx, d)
+			}
 			if !w.sleep(w.outage.fail("fetch", err)) {
 				return
 			}
@@ -135,15 +160,16 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 		}
 		w.outage.ok()
 		if len(ds) == 0 {
-			if w.cfg.PollOnly {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			if w.cfg.PollOnly || waiter.pollOnly() {
 				if !w.sleep(idle) {
 					return
 				}
 				idle = min(idle*2, w.cfg.PollInterval)
-				continue
-			}
-			if !w.idleWait(waiter, queues, &idle) {
-				return
 			}
 			continue
 		}
@@ -155,26 +181,17 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 	}
 }
 
-// idleWait waits, while every queue is empty, until one of them has a message (or the wait's
-// timeout passes, or an error). It reports false once the worker is stopping. Where the server
-// cannot wait (Redis < 6.2) it sleeps for the next polling interval instead.
-func (w *Worker) idleWait(waiter *idleWaiter, queues []string, idle *time.Duration) bool {
-	err := waiter.wait(w.broker.fetchLists(queues), w.stop)
-	select {
-	case <-w.stop:
-		return false
-	default:
+// idleWait waits, while every queue is empty, until one of them has a message, the wait's
+// timeout passes or the worker stops. A result with fetched set carries the deliveries the
+// waking waiter took for the caller's n slots; one with an error other than errWaitUnsupported
+// is a broker failure. Where the server cannot wait (Redis < 6.2) it returns at once and the
+// caller polls.
+func (w *Worker) idleWait(waiter *idleWaiter, queues []string, n int, idle time.Duration) (wakeResult, time.Duration) {
+	res := waiter.wait(queues, n, w.stop)
+	if errors.Is(res.err, errWaitUnsupported) {
+		return wakeResult{}, idle
 	}
-	switch {
-	case err == nil:
-		return true
-	case errors.Is(err, errWaitUnsupported):
-		ok := w.sleep(*idle)
-		*idle = min(*idle*2, w.cfg.PollInterval)
-		return ok
-	default:
-		return w.sleep(w.outage.fail("wait", err))
-	}
+	return res, time.Millisecond
 }
 
 // rotate moves queue to the end of the consumption order (kombu's round_robin_cycle).
