@@ -19,7 +19,8 @@ import (
 // Idle-latency benchmarks: a real Python Celery 5.7.0 producer sends one task at a time to an
 // idle worker (concurrency 1, prefetch 1, acks_late, a zero-second task), pausing 100-400 ms
 // between sends, and times send_task -> AsyncResult.get(). The same script times a Go worker and
-// a Python 5.7.0 worker in the same run. Run:
+// a Python 5.7.0 worker in the same run, and the producer's own floor (send_task plus get() of a
+// result already stored, with no worker at all), which bounds what any worker can reach. Run:
 //
 //	go test -run '^$' -bench 'IdleLatency|ChainLatency|IdleCost|IdleStampede' -benchtime 1x ./celerycompat/
 
@@ -74,9 +75,15 @@ func pyWorkerLatencies(b *testing.B, args ...string) []float64 {
 	return pyLatencies(b, s, args...)
 }
 
-func reportLatency(b *testing.B, prefix string, goMS, pyMS []float64) {
+func reportLatency(b *testing.B, prefix string, goMS, pyMS, floorMS []float64) {
 	g50, g95 := percentile(goMS, 0.5), percentile(goMS, 0.95)
 	p50, p95 := percentile(pyMS, 0.5), percentile(pyMS, 0.95)
+	if floorMS != nil {
+		f50 := percentile(floorMS, 0.5)
+		b.ReportMetric(f50, "producer_floor_p50_ms")
+		b.Logf("producer floor (send_task + get of a result already stored, no worker): p50 %.2f ms p95 %.2f ms",
+			f50, percentile(floorMS, 0.95))
+	}
 	b.ReportMetric(g50, prefix+"go_p50_ms")
 	b.ReportMetric(g95, prefix+"go_p95_ms")
 	b.ReportMetric(p50, prefix+"py_p50_ms")
@@ -94,7 +101,8 @@ func BenchmarkIdleLatency(b *testing.B) {
 	for range b.N {
 		goMS := goLatencies(b, cc.WorkerConfig{}, "--count", n)
 		pyMS := pyWorkerLatencies(b, "--count", n)
-		reportLatency(b, "", goMS, pyMS)
+		floor := pyLatencies(b, benchStack(b), "--count", n, "--floor")
+		reportLatency(b, "", goMS, pyMS, floor)
 	}
 }
 
@@ -106,7 +114,7 @@ func BenchmarkChainLatency(b *testing.B) {
 	for range b.N {
 		goMS := goLatencies(b, cc.WorkerConfig{}, "--count", n, "--chain", "10")
 		pyMS := pyWorkerLatencies(b, "--count", n, "--chain", "10")
-		reportLatency(b, "chain10_", goMS, pyMS)
+		reportLatency(b, "chain10_", goMS, pyMS, nil)
 	}
 }
 

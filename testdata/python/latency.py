@@ -1,11 +1,15 @@
 """Times tasks one at a time from the real Celery producer to whatever worker serves the queue.
 
-  latency.py --count N [--pause-min 0.1] [--pause-max 0.4] [--chain K] [--warmup 3]
+  latency.py --count N [--pause-min 0.1] [--pause-max 0.4] [--chain K] [--warmup 3] [--floor]
 
 Each round sends cap.echo(task_id=..., data={...}) with send_task (or, with --chain K, a chain
 of K cap.echo steps, each immutable) and waits for AsyncResult.get() of the last task; it then
 sleeps a random pause in [pause-min, pause-max] so that the worker is idle when the next task
 arrives. Prints {"ms": [each round's latency in ms], "celery_version": ...} as JSON.
+
+--floor measures the producer alone: the task goes to a queue no worker serves, the script stores
+its result itself (untimed), and the time is send_task plus get(): what this producer costs
+whatever worker answers.
 """
 
 import argparse
@@ -28,6 +32,7 @@ def main():
     p.add_argument("--pause-max", type=float, default=0.4)
     p.add_argument("--chain", type=int, default=0)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--floor", action="store_true")
     a = p.parse_args()
     app = capapp.app
     sig = app.signature("cap.echo")
@@ -35,7 +40,12 @@ def main():
     for i in range(a.warmup + a.count):
         kwargs = {"task_id": str(uuid.uuid4()), "data": {"i": i}}
         start = time.perf_counter()
-        if a.chain:
+        if a.floor:
+            res = app.send_task("cap.echo", kwargs=kwargs, queue="latency-floor")
+            sent = time.perf_counter()
+            app.backend.store_result(res.id, {"args": [], "kwargs": kwargs}, "SUCCESS")
+            start += time.perf_counter() - sent
+        elif a.chain:
             res = chain(*[sig.clone(kwargs=kwargs).set(immutable=True) for _ in range(a.chain)]).apply_async()
         else:
             res = app.send_task("cap.echo", kwargs=kwargs)
