@@ -275,3 +275,36 @@ func (c *killConn) DoContext(ctx context.Context, cmd string, args ...any) (any,
 func (c *killConn) ReceiveContext(ctx context.Context) (any, error) {
 	return redis.ReceiveContext(c.Conn, ctx)
 }
+
+// TestWaitLeavesTheMessageToAPythonBRPOP: a waiter blocked before a kombu-style BRPOP does not
+// keep the message from it.
+func TestWaitLeavesTheMessageToAPythonBRPOP(t *testing.T) {
+	s := newWStack(t, cc.BrokerConfig{})
+	woke := make(chan error, 1)
+	go func() {
+		_, err := s.broker.WaitList(context.Background(), "celery", 30*time.Second)
+		woke <- err
+	}()
+	waitBlocked(t, s, 1)
+	popped := make(chan []string, 1)
+	go func() {
+		c := s.pool.Get()
+		defer c.Close()
+		v, _ := redis.Strings(c.Do("BRPOP", "celery", 30))
+		popped <- v
+	}()
+	eventually(t, 10*time.Second, "BRPOP blocked", func() bool {
+		list, _ := redis.String(s.r.Do(0, "CLIENT", "LIST"), nil)
+		return strings.Contains(list, "cmd=brpop")
+	})
+	s.r.Do(0, "LPUSH", "celery", "msg")
+	if err := <-woke; err != nil {
+		t.Fatal(err)
+	}
+	if got := <-popped; fmt.Sprint(got) != "[celery msg]" {
+		t.Fatalf("BRPOP got %q, want [celery msg]", got)
+	}
+	if n := s.llen("celery"); n != 0 {
+		t.Fatalf("%d left in the queue", n)
+	}
+}

@@ -104,6 +104,9 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 	idle := time.Millisecond
 	waiter := newIdleWaiter(ctx, w.broker, w.cfg.IdleWait)
 	defer waiter.stop()
+	// emptyWake: the last wait's own fetch found nothing (another worker took the message that
+	// woke us), which is as good as a fetch of our own: wait again without one.
+	emptyWake := false
 	for {
 		select {
 		case w.slots <- struct{}{}:
@@ -123,13 +126,19 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 		w.mu.Lock()
 		queues := append([]string(nil), w.queues...)
 		w.mu.Unlock()
-		ds, err := w.broker.Fetch(ctx, queues, n)
+		var ds []*Delivery
+		var err error
+		if !emptyWake {
+			ds, err = w.broker.Fetch(ctx, queues, n)
+		}
+		emptyWake = false
 		if err == nil && len(ds) == 0 && !w.cfg.PollOnly {
 			// Every queue is empty: wait for a message, holding the slots, so that the waiter
 			// that wakes first can fetch for them at once.
 			var res wakeResult
 			if res, idle = w.idleWait(waiter, queues, n, idle); res.fetched {
 				ds, err = res.ds, res.err
+				emptyWake = err == nil && len(ds) == 0
 			} else if res.err != nil {
 				for range n {
 					<-w.slots
