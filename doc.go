@@ -57,10 +57,9 @@
 // to the dead-letter list in the same step instead of being lost or crashing the consumer.
 //
 // While every queue is empty, a blocking pop (BRPOP, BLMPOP) would reopen that window, so an
-// idle worker waits with a
-// command that removes nothing: BLMOVE list list RIGHT RIGHT takes the tail element and pushes
-// it back to the tail in one atomic step, leaving the list exactly as it was, and blocks while
-// the list is empty. The wake-up is only a hint; the message is still taken by the atomic fetch
+// idle worker waits with a command that removes nothing: BLMOVE list list RIGHT RIGHT takes the
+// tail element and pushes it back to the tail in one atomic step, leaving the list exactly as it
+// was, and blocks while the list is empty. The wake-up is only a hint; the message is still taken by the atomic fetch
 // script. A worker killed between the wake-up and the fetch has taken nothing, and the message
 // stays in its queue for the next worker.
 //
@@ -85,15 +84,15 @@
 //     fires);
 //   - idle load: each wait is renewed every WorkerConfig.IdleWait (2 s), when the worker also
 //     fetches once (which picks up queues added at runtime). One idle worker on one queue made
-//     6.6 commands a second, heartbeats and sweeps included, against 100.5 when
-//     polling, and 1.5 for an idle Celery 5.7.0 worker (one BRPOP a second);
+//     6.6 commands a second, heartbeats and sweeps included, against 100.5 when polling, and
+//     1.5 for an idle Celery 5.7.0 worker (one BRPOP a second);
 //   - several idle workers on one queue all wake for each message, since BLMOVE leaves it in
 //     place for the next blocked client: each runs one fetch script and one of them gets the
-//     message. With 16 idle Go workers, a message cost 15.5 BLMOVE replies and
-//     17.6 fetch scripts (all but one of them empty), 1.9 ms p50 from send to result;
-//     kombu's BRPOP wakes one worker. Only idle workers wait: a busy worker fetches without
-//     waiting, so the stampede shrinks as load grows, and 16 idle workers cost Redis
-//     about 100 commands a second in all, where polling cost about 100 each.
+//     message. With 16 idle Go workers, a message cost 15.5 BLMOVE replies and 17.6 fetch
+//     scripts (all but one of them empty), 1.9 ms p50 from send to result; kombu's BRPOP wakes
+//     one worker. Only idle workers wait: a busy worker fetches without waiting, so the
+//     stampede shrinks as load grows. 16 idle workers cost Redis about 100 commands a second
+//     in all, where polling cost about 100 each.
 //
 // A Python worker blocked in BRPOP on the same list still gets its share: BLMOVE puts the
 // message back before Redis serves the next blocked client.
