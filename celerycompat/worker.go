@@ -60,8 +60,9 @@ type WorkerConfig struct {
 	RestoreInterval time.Duration
 	// IdleWait is how long one blocking wait for a message lasts while every queue is empty
 	// before the worker renews it and fetches once more (default 2 s). A message wakes the worker
-	// at once; IdleWait only sets the idle cost (see the package doc's "Losing nothing"). Keep it
-	// below the read timeout of the pool's connections, if they have one.
+	// at once; IdleWait only sets the idle cost (see "Losing nothing" in the celerybridge package
+	// doc). While idle the worker holds four pool connections per queue (one per priority list),
+	// so size the pool for it; keep IdleWait below the connections' read timeout, if any.
 	IdleWait time.Duration
 	// PollOnly makes an idle worker poll instead of waiting (as on Redis < 6.2, which has no
 	// BLMOVE and where the worker polls anyway).
