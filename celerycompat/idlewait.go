@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,7 +33,7 @@ func (b *Broker) WaitList(ctx context.Context, list string, timeout time.Duratio
 // waitOn runs one blocking wait on c. The read deadline is the wait plus a margin, so a pool
 // without a read timeout still notices a dead server.
 func (b *Broker) waitOn(ctx context.Context, c redis.Conn, list string, timeout time.Duration) (bool, error) {
-	secs := strings.TrimRight(strings.TrimRight(fmt.Sprintf("%.3f", timeout.Seconds()), "0"), ".")
+	secs := strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64)
 	wctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
 	defer cancel()
 	cc, ok := c.(redis.ConnWithContext)
