@@ -49,6 +49,7 @@ type Broker struct {
 
 	declared sync.Map // queue name -> struct{}: binding written by this Broker
 	db       dbCheck  // BrokerConfig.DB against the pool's database, checked once
+	acks     ackGroup // concurrent Acks share round trips (ackgroup.go)
 }
 
 // NewBroker returns a broker on pool, which the caller owns.

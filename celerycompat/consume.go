@@ -57,6 +57,11 @@ func (b *Broker) Fetch(ctx context.Context, queues []string, max int) ([]*Delive
 		return nil, err
 	}
 	defer c.Close()
+	return b.fetchOn(ctx, c, queues, max)
+}
+
+// fetchOn is Fetch on connection c.
+func (b *Broker) fetchOn(ctx context.Context, c redis.Conn, queues []string, max int) ([]*Delivery, error) {
 	lists := b.fetchLists(queues)
 	args := make([]any, 0, 4+len(lists)+4)
 	args = append(args, 3+len(lists), b.keys.Unacked(), b.keys.UnackedIndex(), b.keys.DeadLetter())
@@ -100,18 +105,35 @@ func unixScore(t time.Time) string {
 	return strconv.FormatFloat(float64(t.UnixNano())/1e9, 'f', 6, 64)
 }
 
-// Ack removes a delivered message from the un-acked set (kombu's basic_ack).
+// Ack removes a delivered message from the un-acked set (kombu's basic_ack). It returns once
+// the message is no longer held. Acks made at the same time by several goroutines share one
+// MULTI (see ackGroup), so a busy worker spends one round trip on many acknowledgements.
 func (b *Broker) Ack(ctx context.Context, tag string) error {
+	return b.acks.ack(ctx, b, tag)
+}
+
+// ackTags removes tags from the un-acked set in one MULTI.
+func (b *Broker) ackTags(ctx context.Context, tags []string) error {
 	c, err := b.conn(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	zrem := make([]any, 0, len(tags)+1)
+	hdel := make([]any, 0, len(tags)+1)
+	zrem = append(zrem, b.keys.UnackedIndex())
+	hdel = append(hdel, b.keys.Unacked())
+	for _, t := range tags {
+		zrem, hdel = append(zrem, t), append(hdel, t)
+	}
 	_ = c.Send("MULTI")
-	_ = c.Send("ZREM", b.keys.UnackedIndex(), tag)
-	_ = c.Send("HDEL", b.keys.Unacked(), tag)
+	_ = c.Send("ZREM", zrem...)
+	_ = c.Send("HDEL", hdel...)
 	if _, err := c.Do("EXEC"); err != nil {
-		return fmt.Errorf("%w: ack %s: %w", ErrBroker, tag, err)
+		if len(tags) == 1 {
+			return fmt.Errorf("%w: ack %s: %w", ErrBroker, tags[0], err)
+		}
+		return fmt.Errorf("%w: ack %d messages: %w", ErrBroker, len(tags), err)
 	}
 	return nil
 }

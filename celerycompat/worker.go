@@ -60,8 +60,17 @@ type WorkerConfig struct {
 	// RestoreInterval is how often the visibility-timeout restore sweep runs (default 10 s; kombu
 	// sweeps about every 100 s). A sweep also runs at start.
 	RestoreInterval time.Duration
-	// PollInterval is the longest wait between fetch attempts while every queue is empty (default
-	// 50 ms; the wait starts at 1 ms and doubles).
+	// IdleWait is how long one blocking wait for a message lasts while every queue is empty
+	// before the worker renews it and fetches once more (default 2 s). A message wakes the worker
+	// at once; IdleWait only sets the idle cost (see "Losing nothing" in the celerybridge package
+	// doc). While idle the worker holds four pool connections per queue (one per priority list),
+	// so size the pool for it; keep IdleWait below the connections' read timeout, if any.
+	IdleWait time.Duration
+	// PollOnly makes an idle worker poll instead of waiting (as on Redis < 6.2, which has no
+	// BLMOVE and where the worker polls anyway).
+	PollOnly bool
+	// PollInterval is the longest wait between fetch attempts while polling (default 50 ms; the
+	// wait starts at 1 ms and doubles).
 	PollInterval time.Duration
 	// ShutdownTimeout bounds the drain when Run's context is cancelled (default: wait for every
 	// running task, as Celery's warm shutdown does).
@@ -75,6 +84,10 @@ type WorkerConfig struct {
 	// control, Flower's inspector, revoke broadcasts). Celery workers always listen, and so does
 	// this one by default; the listener holds one pool connection while the worker runs.
 	DisableControl bool
+	// WithoutMingle skips the hello a starting worker sends to the other workers to learn their
+	// revoked task ids and clock (Celery's --without-mingle). Mingle needs the control mailbox:
+	// DisableControl skips it too.
+	WithoutMingle bool
 	// SendEvents publishes task events for Flower and `celery events` (Celery's -E); the
 	// enable_events and disable_events commands switch them at runtime.
 	SendEvents bool
@@ -175,6 +188,9 @@ func NewWorker(broker *Broker, cfg WorkerConfig) (*Worker, error) {
 	}
 	if cfg.HookRetryTimeout <= 0 {
 		cfg.HookRetryTimeout = DefaultHookRetryTimeout
+	}
+	if cfg.IdleWait <= 0 {
+		cfg.IdleWait = 2 * time.Second
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 50 * time.Millisecond
@@ -304,6 +320,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		spawn()
 	}
 	w.startControl(runCtx, spawn)
+	if !w.cfg.DisableControl && !w.cfg.WithoutMingle {
+		w.mingle(runCtx)
+	}
 	_ = w.hooks.ready.fire(runCtx, "", &WorkerReady{Hostname: w.cfg.Hostname}, w.logPanic)
 	w.log.Info("worker ready", "hostname", w.cfg.Hostname, "queues", w.cfg.Queues,
 		"concurrency", w.cfg.Concurrency, "prefetch", prefetch)

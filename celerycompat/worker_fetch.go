@@ -102,6 +102,11 @@ const maxFetchBatch = 32
 // are free slots (up to maxFetchBatch).
 func (w *Worker) fetchLoop(ctx context.Context) {
 	idle := time.Millisecond
+	waiter := newIdleWaiter(ctx, w.broker, w.cfg.IdleWait)
+	defer waiter.stop()
+	// emptyWake: the last wait's own fetch found nothing (another worker took the message that
+	// woke us), which is as good as a fetch of our own: wait again without one.
+	emptyWake := false
 	for {
 		select {
 		case w.slots <- struct{}{}:
@@ -121,11 +126,42 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 		w.mu.Lock()
 		queues := append([]string(nil), w.queues...)
 		w.mu.Unlock()
-		ds, err := w.broker.Fetch(ctx, queues, n)
+		var ds []*Delivery
+		var err error
+		if !emptyWake {
+			ds, err = w.broker.Fetch(ctx, queues, n)
+		}
+		emptyWake = false
+		if err == nil && len(ds) == 0 && !w.cfg.PollOnly {
+			// Every queue is empty: wait for a message, holding the slots, so that the waiter
+			// that wakes first can fetch for them at once.
+			var res wakeResult
+			if res, idle = w.idleWait(waiter, queues, n, idle); res.fetched {
+				ds, err = res.ds, res.err
+				emptyWake = err == nil && len(ds) == 0
+			} else if res.err != nil {
+				for range n {
+					<-w.slots
+				}
+				select {
+				case <-w.stop:
+					return
+				default:
+				}
+				if !w.sleep(w.outage.fail("wait", res.err)) {
+					return
+				}
+				continue
+			}
+		}
 		for range n - len(ds) {
 			<-w.slots
 		}
 		if err != nil {
+			for _, d := range ds { // what a failed reply still carried is held: run it
+				w.rotate(d.Queue)
+				w.accept(ctx, d)
+			}
 			if !w.sleep(w.outage.fail("fetch", err)) {
 				return
 			}
@@ -133,10 +169,17 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 		}
 		w.outage.ok()
 		if len(ds) == 0 {
-			if !w.sleep(idle) {
+			select {
+			case <-w.stop:
 				return
+			default:
 			}
-			idle = min(idle*2, w.cfg.PollInterval)
+			if w.cfg.PollOnly || waiter.pollOnly() {
+				if !w.sleep(idle) {
+					return
+				}
+				idle = min(idle*2, w.cfg.PollInterval)
+			}
 			continue
 		}
 		idle = time.Millisecond
@@ -145,6 +188,19 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			w.accept(ctx, d)
 		}
 	}
+}
+
+// idleWait waits, while every queue is empty, until one of them has a message, the wait's
+// timeout passes or the worker stops. A result with fetched set carries the deliveries the
+// waking waiter took for the caller's n slots; one with an error other than errWaitUnsupported
+// is a broker failure. Where the server cannot wait (Redis < 6.2) it returns at once and the
+// caller polls.
+func (w *Worker) idleWait(waiter *idleWaiter, queues []string, n int, idle time.Duration) (wakeResult, time.Duration) {
+	res := waiter.wait(queues, n, w.stop)
+	if errors.Is(res.err, errWaitUnsupported) {
+		return wakeResult{}, idle
+	}
+	return res, time.Millisecond
 }
 
 // rotate moves queue to the end of the consumption order (kombu's round_robin_cycle).
