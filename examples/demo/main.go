@@ -86,8 +86,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		concDef = n
 	}
 	fs.IntVar(&o.n, "n", loadtest.DefaultN, "tasks to submit")
-	fs.DurationVar(&o.sleep, "sleep", sleepDef, "how long each task works (TASK_SLEEP, in seconds; default 0)")
-	fs.IntVar(&o.concurrency, "concurrency", concDef, "tasks the worker runs at once (CONCURRENCY; default 1, as the original)")
+	fs.DurationVar(&o.sleep, "sleep", sleepDef, "how long each task works (TASK_SLEEP, in seconds)")
+	fs.IntVar(&o.concurrency, "concurrency", concDef, "tasks the worker runs at once, 1 as the original (CONCURRENCY)")
 	fs.IntVar(&o.submitConcurrency, "submit-concurrency", 0, "submissions in flight; 0: all at once, as the original")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "bound on the load test (-original: 45m)")
 	fs.BoolVar(&o.original, "original", false, "the original exactly: 1 s per task, one at a time, 1000 tasks (~17 min; -n still applies)")
