@@ -291,7 +291,7 @@ func startServices(ctx context.Context, cfg rig.Config, logger *slog.Logger, rec
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &services{cancel: cancel, close: closePools}
 	s.goRun("callback receiver", func() error { return rig.Serve(sctx, recv, recvLn, cfg.ShutdownTimeout) })
-	s.goRun("worker", func() error { return rig.RunWorker(sctx, w, d, cfg.ShutdownTimeout) })
+	s.goRun("worker", func() error { return rig.RunWorker(sctx, context.Background(), w, d, cfg.ShutdownTimeout, nil) })
 	s.goRun("task API", func() error { return rig.Serve(sctx, api, apiLn, cfg.ShutdownTimeout) })
 	return s, nil
 }
