@@ -102,8 +102,9 @@ type Config struct {
 	// one hour (Celery's). Every worker on the queue, Python or Go, must use the same value.
 	// Flag -visibility-timeout.
 	VisibilityTimeout time.Duration
-	// ShutdownTimeout bounds the drain on SIGINT/SIGTERM: SHUTDOWN_TIMEOUT in seconds, default
-	// DefaultShutdownTimeout. Flag -shutdown-timeout.
+	// ShutdownTimeout bounds the HTTP services' drain on SIGINT/SIGTERM (the worker's is
+	// WarmShutdownTimeout): SHUTDOWN_TIMEOUT in seconds, default DefaultShutdownTimeout. Flag
+	// -shutdown-timeout.
 	ShutdownTimeout time.Duration
 
 	// Host is the address the HTTP services listen on: HOST, default DefaultHost; an IP address
@@ -202,7 +203,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxBodyBytes, "max-body", c.MaxBodyBytes, "largest request body in bytes (MAX_BODY_BYTES)")
 	fs.Var((*seconds)(&c.ResultExpires), "result-expires", "seconds results and id mappings are kept (RESULT_EXPIRES)")
 	fs.Var((*seconds)(&c.VisibilityTimeout), "visibility-timeout", "seconds before an un-acked message is restored (VISIBILITY_TIMEOUT)")
-	fs.Var((*seconds)(&c.ShutdownTimeout), "shutdown-timeout", "seconds a graceful shutdown may take (SHUTDOWN_TIMEOUT)")
+	fs.Var((*seconds)(&c.ShutdownTimeout), "shutdown-timeout", "API and receiver: seconds a graceful shutdown may take (SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&c.Host, "host", c.Host, "HTTP services: address to listen on; 0.0.0.0 for every interface (HOST)")
 	fs.Var((*seconds)(&c.WarmShutdownTimeout), "warm-shutdown-timeout", "worker: seconds the first SIGINT/SIGTERM waits for running tasks before stopping them; 0 no bound (WARM_SHUTDOWN_TIMEOUT)")
 }
