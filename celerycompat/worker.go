@@ -389,9 +389,11 @@ func (w *Worker) hardCh() <-chan struct{} {
 	return w.hard
 }
 
-// Shutdown stops fetching, puts waiting messages back, and waits for running tasks to finish.
-// If ctx ends first, running handlers' contexts are cancelled, their messages stay un-acked (to be
-// restored and run again), and ctx.Err() is returned. Calls after the worker has stopped return
+// Shutdown stops fetching, puts waiting messages back, and waits for running tasks to finish
+// (Celery's warm shutdown). If ctx ends first, running handlers' contexts are cancelled (Celery's
+// cold shutdown): a task whose handler then returns an error is not a failure (no FAILURE stored,
+// no failure hooks) and, with acks_late, its message goes straight back to the front of its queue
+// to run again; Shutdown returns ctx.Err(). Calls after the worker has stopped return
 // ErrWorkerClosed.
 func (w *Worker) Shutdown(ctx context.Context) error {
 	w.mu.Lock()

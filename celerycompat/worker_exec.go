@@ -62,6 +62,9 @@ type outcome struct {
 	state     State
 	// terminated is set when the task was revoked with terminate while running.
 	terminated *TerminatedError
+	// interrupted is set when the handler returned an error after the worker's hard stop (a
+	// cold shutdown) cancelled its context: the task did not fail, it was stopped.
+	interrupted bool
 }
 
 // execute runs one task and performs its effects in Celery's order: publish callbacks and the
@@ -110,6 +113,10 @@ func (w *Worker) execute(ctx context.Context, it *inflight) {
 	out := w.run(ctx, it)
 	w.logOutcome(it, &out, w.now().Sub(it.started))
 	waitStarted()
+	if out.interrupted {
+		w.handBack(ctx, it)
+		return
+	}
 	w.stats.count(m.Task)
 	if out.terminated != nil {
 		w.revokeWith(ctx, it, RevokedReasonTerminated, &out.terminated.Signum)
@@ -228,6 +235,9 @@ wait:
 	if te := terminatedCause(taskCtx); te != nil && r.err != nil {
 		return outcome{state: StateRevoked, terminated: te}
 	}
+	if r.err != nil && ctx.Err() != nil && !errors.Is(context.Cause(taskCtx), errSoftTimeLimit) {
+		return outcome{err: r.err, interrupted: true} // the worker's hard stop, not a failure
+	}
 	if r.err == nil {
 		return outcome{result: r.v, state: StateSuccess}
 	}
@@ -237,6 +247,26 @@ wait:
 	out := outcome{err: r.err, state: StateFailure}
 	out.taskErr, out.traceback = w.toTaskError(taskCtx, r.err)
 	return out
+}
+
+// handBack ends a task interrupted by the worker's hard stop (a cold shutdown) as Celery does:
+// no FAILURE stored, no failure hooks, and, with acks_late, its message straight back at the front
+// of its queue to run again (on any worker); the result keeps the state it had (STARTED, say).
+// With AcksEarly the message was acknowledged when the task started, so the task is not run again.
+func (w *Worker) handBack(ctx context.Context, it *inflight) {
+	defer w.finish(it)
+	m := it.msg
+	if w.cfg.AcksEarly {
+		w.log.Warn("task interrupted by the worker's hard stop; acknowledged early, so it will not run again",
+			"task_id", m.ID, "task", m.Task)
+		return
+	}
+	if _, err := w.broker.Requeue(context.WithoutCancel(ctx), it.d.Tag, true); err != nil {
+		w.log.Error("could not hand an interrupted task back; the restore sweep will", "task_id", m.ID, "task", m.Task, "error", err)
+		return
+	}
+	w.log.Info("task interrupted by the worker's hard stop; its message is back on the queue",
+		"task_id", m.ID, "task", m.Task, "queue", it.d.Queue)
 }
 
 // toTaskError converts a handler error to Celery's exception format with a traceback.
@@ -279,7 +309,11 @@ func (w *Worker) effect(ctx context.Context, it *inflight, what string, fn func(
 			w.outage.ok()
 			return true
 		}
-		if !errors.Is(err, ErrBroker) || ctx.Err() != nil {
+		if ctx.Err() != nil { // the worker's hard stop: not a failure; the message is handed back
+			w.log.Info("task effect abandoned: the worker is stopping", "op", what, "task_id", it.msg.ID, "task", it.msg.Task)
+			return false
+		}
+		if !errors.Is(err, ErrBroker) {
 			w.log.Error("task effect failed", "op", what, "task_id", it.msg.ID, "task", it.msg.Task, "error", err)
 			return false
 		}

@@ -86,8 +86,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		concDef = n
 	}
 	fs.IntVar(&o.n, "n", loadtest.DefaultN, "tasks to submit")
-	fs.DurationVar(&o.sleep, "sleep", sleepDef, "how long each task works (TASK_SLEEP, in seconds; default 0)")
-	fs.IntVar(&o.concurrency, "concurrency", concDef, "tasks the worker runs at once (CONCURRENCY; default 1, as the original)")
+	fs.DurationVar(&o.sleep, "sleep", sleepDef, "how long each task works (TASK_SLEEP, in seconds)")
+	fs.IntVar(&o.concurrency, "concurrency", concDef, "tasks the worker runs at once, 1 as the original (CONCURRENCY)")
 	fs.IntVar(&o.submitConcurrency, "submit-concurrency", 0, "submissions in flight; 0: all at once, as the original")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "bound on the load test (-original: 45m)")
 	fs.BoolVar(&o.original, "original", false, "the original exactly: 1 s per task, one at a time, 1000 tasks (~17 min; -n still applies)")
@@ -291,7 +291,7 @@ func startServices(ctx context.Context, cfg rig.Config, logger *slog.Logger, rec
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &services{cancel: cancel, close: closePools}
 	s.goRun("callback receiver", func() error { return rig.Serve(sctx, recv, recvLn, cfg.ShutdownTimeout) })
-	s.goRun("worker", func() error { return rig.RunWorker(sctx, w, d, cfg.ShutdownTimeout) })
+	s.goRun("worker", func() error { return rig.RunWorker(sctx, context.Background(), w, d, cfg.ShutdownTimeout, nil) })
 	s.goRun("task API", func() error { return rig.Serve(sctx, api, apiLn, cfg.ShutdownTimeout) })
 	return s, nil
 }

@@ -115,7 +115,7 @@ func freePort(t testing.TB) int { return celerytest.FreePort(t) }
 // from the developer's shell.
 var rigVars = []string{"REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "RESULT_URL", "CALLBACK_URL",
 	"CALLBACK_SECRET", "TASK_SLEEP", "CONCURRENCY", "FAIL_EVERY", "PORT", "CALLBACK_DB", "MAX_BODY_BYTES",
-	"RESULT_EXPIRES", "SHUTDOWN_TIMEOUT", "API_URL", "RECEIVER_URL", "TOTAL_TASKS", "SUBMIT_CONCURRENCY",
+	"RESULT_EXPIRES", "SHUTDOWN_TIMEOUT", "WARM_SHUTDOWN_TIMEOUT", "HOST", "VISIBILITY_TIMEOUT", "API_URL", "RECEIVER_URL", "TOTAL_TASKS", "SUBMIT_CONCURRENCY",
 	"VIRTUAL_ENV", "PYTHONPATH"}
 
 // environ is os.Environ without rigVars, plus vars (NAME=value), plus unbuffered Python output

@@ -7,6 +7,10 @@
 // delivered by a dispatcher in this process (signed with CALLBACK_SECRET when set). A task fails
 // on purpose when its data has "fail": true, or every FAIL_EVERY-th task. Flags override the
 // environment; see -h and package examples/internal/rig.
+//
+// It stops as a Celery worker does: the first SIGINT (Ctrl-C) or SIGTERM is a warm shutdown,
+// which waits for the running tasks (bounded by WARM_SHUTDOWN_TIMEOUT, default none); a second
+// is a cold shutdown, which stops them and hands their messages back to the queue. Both exit 0.
 package main
 
 import (
@@ -17,7 +21,7 @@ import (
 )
 
 func main() {
-	rig.Main("worker", func(ctx context.Context, cfg rig.Config, log *slog.Logger) error {
+	rig.MainWorker("worker", func(ctx, cold context.Context, cfg rig.Config, log *slog.Logger) error {
 		deps, closePools, err := rig.OpenDeps(cfg, log)
 		if err != nil {
 			return err
@@ -29,6 +33,6 @@ func main() {
 		}
 		log.Info("worker started", "redis", rig.Redacted(cfg.RedisURL), "concurrency", cfg.Concurrency,
 			"task_sleep", cfg.TaskSleep, "callback_url", cfg.CallbackURL, "fail_every", cfg.FailEvery)
-		return rig.RunWorker(ctx, w, d, cfg.ShutdownTimeout)
+		return rig.RunWorker(ctx, cold, w, d, cfg.WarmShutdownTimeout, log)
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -43,6 +44,17 @@ const (
 	DefaultResultExpires = celerycompat.DefaultResultExpires
 	// DefaultShutdownTimeout bounds a graceful shutdown (new).
 	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// Where the services listen, and how long the worker's warm shutdown may take.
+const (
+	// DefaultHost is the address the HTTP services listen on: the loopback interface only, as
+	// uvicorn without --host. HOST=0.0.0.0 (and ::) is the original's --host 0.0.0.0, every
+	// interface, for callers on other machines.
+	DefaultHost = "127.0.0.1"
+	// DefaultWarmShutdownTimeout is no bound: a warm shutdown waits for the running tasks as
+	// long as they take, as Celery's does; a second signal makes it cold.
+	DefaultWarmShutdownTimeout = time.Duration(0)
 )
 
 // Config is what the three services share. Every field comes from an environment variable (see
@@ -90,9 +102,19 @@ type Config struct {
 	// one hour (Celery's). Every worker on the queue, Python or Go, must use the same value.
 	// Flag -visibility-timeout.
 	VisibilityTimeout time.Duration
-	// ShutdownTimeout bounds the drain on SIGINT/SIGTERM: SHUTDOWN_TIMEOUT in seconds, default
-	// DefaultShutdownTimeout. Flag -shutdown-timeout.
+	// ShutdownTimeout bounds the HTTP services' drain on SIGINT/SIGTERM (the worker's is
+	// WarmShutdownTimeout): SHUTDOWN_TIMEOUT in seconds, default DefaultShutdownTimeout. Flag
+	// -shutdown-timeout.
 	ShutdownTimeout time.Duration
+
+	// Host is the address the HTTP services listen on: HOST, default DefaultHost; an IP address
+	// or a host name, without the port (that is Port). Empty means every interface. Flag -host.
+	Host string
+	// WarmShutdownTimeout bounds the worker's warm shutdown (the first SIGINT or SIGTERM: it
+	// waits for the running tasks); when it runs out, the shutdown turns cold (as at a second
+	// signal: running tasks are stopped and handed back to the queue). WARM_SHUTDOWN_TIMEOUT in
+	// seconds, default DefaultWarmShutdownTimeout (0: no bound). Flag -warm-shutdown-timeout.
+	WarmShutdownTimeout time.Duration
 }
 
 // ConfigFromEnv reads the configuration from getenv (os.Getenv, or a map lookup in tests) and
@@ -118,6 +140,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		CallbackURL:    or(first("CALLBACK_URL"), DefaultCallbackURL),
 		CallbackSecret: getenv("CALLBACK_SECRET"),
 		CallbackDB:     or(first("CALLBACK_DB"), DefaultCallbackDB),
+		Host:           or(first("HOST"), DefaultHost),
 	}
 	var errs []error
 	parse := func(name string, def any, dst any) {
@@ -154,6 +177,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	parse("RESULT_EXPIRES", DefaultResultExpires, &cfg.ResultExpires)
 	parse("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, &cfg.ShutdownTimeout)
 	parse("VISIBILITY_TIMEOUT", celerycompat.DefaultVisibilityTimeout, &cfg.VisibilityTimeout)
+	parse("WARM_SHUTDOWN_TIMEOUT", DefaultWarmShutdownTimeout, &cfg.WarmShutdownTimeout)
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("rig: config: %w", err)
 	}
@@ -179,7 +203,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxBodyBytes, "max-body", c.MaxBodyBytes, "largest request body in bytes (MAX_BODY_BYTES)")
 	fs.Var((*seconds)(&c.ResultExpires), "result-expires", "seconds results and id mappings are kept (RESULT_EXPIRES)")
 	fs.Var((*seconds)(&c.VisibilityTimeout), "visibility-timeout", "seconds before an un-acked message is restored (VISIBILITY_TIMEOUT)")
-	fs.Var((*seconds)(&c.ShutdownTimeout), "shutdown-timeout", "seconds a graceful shutdown may take (SHUTDOWN_TIMEOUT)")
+	fs.Var((*seconds)(&c.ShutdownTimeout), "shutdown-timeout", "API and receiver: seconds a graceful shutdown may take (SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&c.Host, "host", c.Host, "HTTP services: address to listen on; 0.0.0.0 for every interface (HOST)")
+	fs.Var((*seconds)(&c.WarmShutdownTimeout), "warm-shutdown-timeout", "worker: seconds the first SIGINT/SIGTERM waits for running tasks before stopping them; 0 no bound (WARM_SHUTDOWN_TIMEOUT)")
 }
 
 // Validate reports every field out of range.
@@ -223,20 +249,26 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout %v: must be positive", c.ShutdownTimeout))
 	}
+	if net.ParseIP(c.Host) == nil && strings.ContainsAny(c.Host, ":/ ") {
+		errs = append(errs, fmt.Errorf("host %q: want an IP address or host name, without a port", c.Host))
+	}
+	if c.WarmShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("warm shutdown timeout %v: must not be negative", c.WarmShutdownTimeout))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("rig: config: %w", err)
 	}
 	return nil
 }
 
-// Addr is the listen address for a service whose default port is defaultPort: ":<Port>", on
-// every interface like the original uvicorn --host 0.0.0.0.
+// Addr is the listen address for a service whose default port is defaultPort: "<Host>:<Port>"
+// (":<Port>", every interface, when Host is empty).
 func (c Config) Addr(defaultPort int) string {
 	p := c.Port
 	if p == 0 {
 		p = defaultPort
 	}
-	return ":" + strconv.Itoa(p)
+	return net.JoinHostPort(c.Host, strconv.Itoa(p))
 }
 
 // ResultsURL is the result backend URL in effect: ResultURL, or RedisURL when it is empty.

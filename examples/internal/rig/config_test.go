@@ -14,6 +14,7 @@ func TestConfigFromEnv(t *testing.T) {
 		RedisURL: DefaultRedisURL, CallbackURL: DefaultCallbackURL, TaskSleep: time.Second,
 		Concurrency: 1, CallbackDB: "callbacks.db", MaxBodyBytes: 1 << 20,
 		ResultExpires: 24 * time.Hour, ShutdownTimeout: 30 * time.Second, VisibilityTimeout: time.Hour,
+		Host: "127.0.0.1",
 	}
 	with := func(f func(*Config)) Config { c := defaults; f(&c); return c }
 	tests := []struct {
@@ -39,6 +40,9 @@ func TestConfigFromEnv(t *testing.T) {
 				c.VisibilityTimeout = 5 * time.Second
 			})},
 		{"zero sleep", env{"TASK_SLEEP": "0"}, with(func(c *Config) { c.TaskSleep = 0 })},
+		{"every interface", env{"HOST": "0.0.0.0"}, with(func(c *Config) { c.Host = "0.0.0.0" })},
+		{"IPv6 any", env{"HOST": "::"}, with(func(c *Config) { c.Host = "::" })},
+		{"warm shutdown bound", env{"WARM_SHUTDOWN_TIMEOUT": "2.5"}, with(func(c *Config) { c.WarmShutdownTimeout = 2500 * time.Millisecond })},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -70,6 +74,8 @@ func TestConfigErrors(t *testing.T) {
 		{env{"CALLBACK_URL": "/relative"}, "callback url"},
 		{env{"MAX_BODY_BYTES": "0"}, "max body"},
 		{env{"RESULT_EXPIRES": "0.5"}, "result expires"},
+		{env{"HOST": "0.0.0.0:8000"}, "without a port"},
+		{env{"WARM_SHUTDOWN_TIMEOUT": "-1"}, "WARM_SHUTDOWN_TIMEOUT"},
 	}
 	for _, tt := range tests {
 		_, err := ConfigFromEnv(tt.env.get)
@@ -98,7 +104,7 @@ func TestConfigFlagsOverrideEnv(t *testing.T) {
 	if got := fs.Lookup("sleep").DefValue; got != "2" {
 		t.Errorf("-sleep default shown as %q, want the environment's 2", got)
 	}
-	if cfg.Addr(DefaultAPIPort) != ":9000" || (Config{}).Addr(DefaultReceiverPort) != ":8001" {
+	if cfg.Addr(DefaultAPIPort) != "127.0.0.1:9000" || (Config{}).Addr(DefaultReceiverPort) != ":8001" {
 		t.Errorf("Addr: %q %q", cfg.Addr(DefaultAPIPort), (Config{}).Addr(DefaultReceiverPort))
 	}
 	if cfg.ResultsURL() != "redis://b/1" {

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/celerybridge/celerybridge/callback"
 	"github.com/celerybridge/celerybridge/celerycompat"
 	"github.com/gomodule/redigo/redis"
 	"github.com/labstack/echo/v4"
@@ -126,35 +125,6 @@ func Serve(ctx context.Context, e *echo.Echo, ln net.Listener, grace time.Durati
 	}
 	if serr != nil {
 		return fmt.Errorf("rig: shutdown %s: %w", ln.Addr(), serr)
-	}
-	return nil
-}
-
-// RunWorker runs w and d until ctx ends, then drains in order: the worker first (it finishes its
-// running tasks, whose callbacks land in the outbox), then the dispatcher (it delivers what it can
-// within grace; the rest stays in the outbox for the next run). It returns the first error.
-func RunWorker(ctx context.Context, w *celerycompat.Worker, d *callback.Dispatcher, grace time.Duration) error {
-	dctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	defer stop()
-	derr := make(chan error, 1)
-	go func() { derr <- d.Run(dctx) }()
-	werr := w.Run(ctx)
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
-	defer cancel()
-	serr := d.Shutdown(sctx)
-	if errors.Is(serr, callback.ErrDispatcherClosed) {
-		serr = nil // Run had already returned
-	}
-	stop()
-	rerr := <-derr
-	if werr != nil {
-		return fmt.Errorf("rig: worker: %w", werr)
-	}
-	if serr != nil {
-		return fmt.Errorf("rig: dispatcher shutdown: %w", serr)
-	}
-	if rerr != nil && !errors.Is(rerr, callback.ErrDispatcherClosed) {
-		return fmt.Errorf("rig: dispatcher: %w", rerr)
 	}
 	return nil
 }

@@ -19,6 +19,8 @@
 //	FAIL_EVERY                               Go worker: every n-th task fails on purpose
 //	CALLBACK_DB                              receiver: SQLite file, default callbacks.db
 //	MAX_BODY_BYTES, RESULT_EXPIRES, SHUTDOWN_TIMEOUT
+//	HOST                                     HTTP listen address, default 127.0.0.1; 0.0.0.0 every interface
+//	WARM_SHUTDOWN_TIMEOUT                    Go worker: bound on the warm shutdown, default 0 (none)
 //
 // # API (NewAPI)
 //
@@ -28,6 +30,12 @@
 //	                           "status", "result", "error", "retries", "worker"}; 404 never submitted
 //	GET  /healthz              Redis PING
 //	GET  /metrics              Prometheus text: queue depth, submissions, callback outbox
+//
+// Errors differ from the original on purpose: every error is a flat {"code": <HTTP status>,
+// "message"} with that status, and an id never submitted is a real 404. The original answers it
+// with a 500 whose FastAPI body nests the 404 ({"detail": {"code": 500, "message": "查询失败：404:
+// ..."}}), and nests its other errors in "detail" too; its clients read "message" and check for
+// 404 instead.
 //
 // Submitting sends tasks.process_task with kwargs {"task_id": <business id>, "data": <the object>},
 // exactly as the original process_task.delay(task_id=..., data=...). Status is read from the result

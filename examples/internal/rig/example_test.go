@@ -26,5 +26,5 @@ func ExampleConfigFromEnv() {
 		panic(err)
 	}
 	fmt.Println(cfg.RedisURL, cfg.ResultsURL(), cfg.TaskSleep, cfg.Concurrency, cfg.Addr(rig.DefaultAPIPort))
-	// Output: redis://10.0.0.5:6379/0 redis://10.0.0.5:6379/0 500ms 1 :8000
+	// Output: redis://10.0.0.5:6379/0 redis://10.0.0.5:6379/0 500ms 1 127.0.0.1:8000
 }

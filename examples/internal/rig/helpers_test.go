@@ -113,7 +113,7 @@ func startWorker(t testing.TB, cfg Config, deps Deps) (stop func()) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- RunWorker(ctx, w, d, 10*time.Second) }()
+	go func() { done <- RunWorker(ctx, context.Background(), w, d, 10*time.Second, nil) }()
 	var stopped bool
 	stop = func() {
 		if stopped {

@@ -2,7 +2,9 @@ package rig
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -52,7 +54,7 @@ const CallbackLinger = 20 * time.Millisecond
 // deps.Broker (celeryhook) before each ack. The returned Dispatcher delivers them (after
 // CallbackLinger) to
 // cfg.CallbackURL, signed when cfg.CallbackSecret is set. Run both with RunWorker (or w.Run and
-// d.Run yourself; shut the worker down first). ctx is not retained; nothing here touches Redis
+// d.Run yourself; shut the worker down first, and bound its drain: the worker sets none). ctx is not retained; nothing here touches Redis
 // until Run.
 //
 // A task fails on purpose, raising ValueError, when its data is an object with "fail": true, or
@@ -85,8 +87,7 @@ func NewWorker(ctx context.Context, cfg Config, deps Deps) (*celerycompat.Worker
 		TrackStarted:       true,
 		StartedAfter:       StartedAfter,
 		Backend:            backend,
-		ShutdownTimeout:    cfg.ShutdownTimeout,
-		Logger:             log,
+		Logger:             log, // no ShutdownTimeout: RunWorker bounds the warm shutdown
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("rig: worker: %w", err)
@@ -158,4 +159,88 @@ func secret(cfg Config) []byte {
 		return nil
 	}
 	return []byte(cfg.CallbackSecret)
+}
+
+// DispatcherDrain bounds how long RunWorker's dispatcher may go on delivering callbacks once the
+// worker has stopped; what it has not delivered by then stays in the outbox for the next start.
+const DispatcherDrain = 5 * time.Second
+
+// RunWorker runs w and d until ctx ends, then stops them the way a Celery worker stops:
+//
+//   - warm shutdown, when ctx ends (the first SIGINT or SIGTERM in Main): fetch nothing more, put
+//     prefetched messages back on the queue, and wait for the running tasks to finish, for at most
+//     warm (0: as long as they take, as Celery waits);
+//   - cold shutdown, when cold ends (the second signal) or warm runs out: cancel the running
+//     tasks; each is handed back to the front of the queue to run again, recording no failure
+//     (its state stays STARTED).
+//
+// Then the dispatcher delivers the callbacks it can, for at most DispatcherDrain and only until
+// cold ends; the rest stay in the outbox for the next start. Either shutdown is what was asked
+// for, so RunWorker returns nil after both; it returns an error only when something failed. log
+// (nil: silent) says which shutdown happened.
+func RunWorker(ctx, cold context.Context, w *celerycompat.Worker, d *callback.Dispatcher, warm time.Duration, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dctx, stopDispatcher := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDispatcher()
+	derr := make(chan error, 1)
+	go func() { derr <- d.Run(dctx) }()
+	werr := make(chan error, 1)
+	go func() { werr <- w.Run(context.WithoutCancel(ctx)) }() // stopped by Shutdown below
+
+	var err error
+	select {
+	case err = <-werr: // Run ended by itself: it failed
+		if err != nil {
+			err = fmt.Errorf("rig: worker: %w", err)
+		}
+	case <-ctx.Done():
+		err = shutdownWorker(cold, w, warm, log)
+		<-werr
+	}
+
+	sctx, cancel := context.WithTimeout(cold, DispatcherDrain)
+	defer cancel()
+	serr := d.Shutdown(sctx)
+	if errors.Is(serr, callback.ErrDispatcherClosed) || (serr != nil && sctx.Err() != nil) {
+		serr = nil // Run had already returned, or the drain was cut short: the outbox keeps the rest
+	}
+	stopDispatcher()
+	rerr := <-derr
+	if rerr != nil && !errors.Is(rerr, callback.ErrDispatcherClosed) {
+		rerr = fmt.Errorf("rig: dispatcher: %w", rerr)
+	} else {
+		rerr = nil
+	}
+	if serr != nil {
+		serr = fmt.Errorf("rig: dispatcher shutdown: %w", serr)
+	}
+	return errors.Join(err, serr, rerr)
+}
+
+// shutdownWorker is RunWorker's warm shutdown, turning cold when cold ends or warm (when
+// positive) runs out.
+func shutdownWorker(cold context.Context, w *celerycompat.Worker, warm time.Duration, log *slog.Logger) error {
+	sctx := cold
+	if warm > 0 {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(cold, warm)
+		defer cancel()
+	}
+	err := w.Shutdown(sctx)
+	switch {
+	case err == nil, errors.Is(err, celerycompat.ErrWorkerClosed):
+		log.Info("warm shutdown done: running tasks finished")
+		return nil
+	case cold.Err() != nil:
+		log.Info("cold shutdown done: running tasks stopped and handed back to the queue")
+		return nil
+	case sctx.Err() != nil:
+		log.Info("warm shutdown bound reached, so cold shutdown: running tasks stopped and handed back to the queue",
+			"warm_shutdown_timeout", warm)
+		return nil
+	default:
+		return fmt.Errorf("rig: worker shutdown: %w", err)
+	}
 }
