@@ -23,7 +23,7 @@ func main() {
 			return err
 		}
 		defer closeStore()
-		e, err := rig.NewReceiver(ctx, cfg, store, log)
+		e, err := rig.NewReceiver(cfg, store, log)
 		if err != nil {
 			return err
 		}

@@ -22,7 +22,7 @@ func main() {
 			return err
 		}
 		defer closePools()
-		e, err := rig.NewAPI(ctx, cfg, deps)
+		e, err := rig.NewAPI(cfg, deps)
 		if err != nil {
 			return err
 		}

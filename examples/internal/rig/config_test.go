@@ -14,6 +14,8 @@ func TestConfigFromEnv(t *testing.T) {
 		RedisURL: DefaultRedisURL, CallbackURL: DefaultCallbackURL, TaskSleep: time.Second,
 		Concurrency: 1, CallbackDB: "callbacks.db", MaxBodyBytes: 1 << 20,
 		ResultExpires: 24 * time.Hour, ShutdownTimeout: 30 * time.Second, VisibilityTimeout: time.Hour,
+		HeaderTimeout: DefaultHeaderTimeout, ReadTimeout: DefaultReadTimeout, IdleTimeout: DefaultIdleTimeout,
+		MaxHeaderBytes: DefaultMaxHeaderBytes, MaxConcurrent: DefaultMaxConcurrent, RedisTimeout: DefaultRedisTimeout,
 	}
 	with := func(f func(*Config)) Config { c := defaults; f(&c); return c }
 	tests := []struct {
