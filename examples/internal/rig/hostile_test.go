@@ -434,3 +434,53 @@ func TestDeadLettersShowAndReplay(t *testing.T) {
 		t.Errorf("replay of an unknown id: %d %s", code, out)
 	}
 }
+
+// TestHostileBodies: a fixed set of malformed, mistyped, oversized and injection-shaped bodies
+// against both services: each answers a 4xx (or 200 where the body is in fact valid) with a
+// JSON error shape and no internal text, and the service stays healthy.
+func TestHostileBodies(t *testing.T) {
+	r := startRedis(t)
+	cfg := testConfig(t, r, env{"MAX_BODY_BYTES": "65536"})
+	targets := both(t, cfg)
+	bodies := []string{
+		``, `{`, `}`, `nul`, `{"a":1,}`, `{"a":01}`, `{"a":"\x00"}`, "\xff\xfe", `{"a":"\ud800"}`,
+		`{"task_id":"x; PRAGMA writable_schema=1;","status":"success"}`,
+		`{"task_id":"' OR 1=1 --","status":"failed","error":"<script>alert(1)</script>"}`,
+		`{"task_id":"a\r\nX-Injected: 1","status":"success"}`,
+		`{"task_id":["t"],"status":"success"}`, `{"task_id":"t","status":{"$ne":1}}`,
+		`{"task_id":"t","status":"success","attempt":1e400}`, `{"n":1e400}`, `{"n":-1e-400}`,
+		`{"__proto__":{"admin":true}}`, `{"reply_to":"http://169.254.169.254/","url":"file:///etc/passwd"}`,
+		`{"a":"` + strings.Repeat("x", 70000) + `"}`, strings.Repeat(`{"a":`, 20000),
+		`[` + strings.Repeat(`1,`, 10000) + `1]`, `{"task_id":"` + strings.Repeat("t", 300) + `","status":"success"}`,
+	}
+	for name, target := range targets {
+		for i, body := range bodies {
+			resp, err := http.Post(target, "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatalf("%s body %d: %v", name, i, err)
+			}
+			out, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var shape struct {
+				Code    int    `json:"code"`
+				Message string `json:"message"`
+			}
+			if err := json.Unmarshal(out, &shape); err != nil || shape.Code != resp.StatusCode || resp.StatusCode >= 500 {
+				t.Errorf("%s body %d (%.40q): %d %.200s", name, i, body, resp.StatusCode, out)
+			}
+			for _, leak := range []string{"celerycompat", "rig:", "redis:", "sqlite", "goroutine", "panic"} {
+				if strings.Contains(strings.ToLower(shape.Message), leak) {
+					t.Errorf("%s body %d: message leaks %q: %s", name, i, leak, shape.Message)
+				}
+			}
+		}
+		u, _ := url.Parse(target)
+		resp, err := http.Get("http://" + u.Host + "/healthz")
+		if err != nil || resp.StatusCode != 200 {
+			t.Errorf("%s unhealthy after the hostile bodies: %v %v", name, err, resp)
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+	}
+}
