@@ -132,12 +132,13 @@ func NewAPI(cfg Config, deps Deps) (*echo.Echo, error) {
 		return nil, fmt.Errorf("rig: outbox: %w", err)
 	}
 	e := newEcho(cfg, a.log)
-	e.POST("/submit-task", a.submit, limitConcurrent(cfg))
+	bodies := limitConcurrent(cfg) // one bound for every route that reads a body
+	e.POST("/submit-task", a.submit, bodies)
 	e.GET("/task-status/*", a.status)
 	e.GET("/healthz", a.healthz)
 	e.GET("/metrics", a.metrics)
 	e.GET("/callbacks/dead", a.deadLetters)
-	e.POST("/callbacks/dead/replay", a.replay)
+	e.POST("/callbacks/dead/replay", a.replay, bodies)
 	return e, nil
 }
 
