@@ -41,6 +41,12 @@ func TestConfigFromEnv(t *testing.T) {
 				c.VisibilityTimeout = 5 * time.Second
 			})},
 		{"zero sleep", env{"TASK_SLEEP": "0"}, with(func(c *Config) { c.TaskSleep = 0 })},
+		{"limits", env{"HEADER_TIMEOUT": "1", "READ_TIMEOUT": "2.5", "IDLE_TIMEOUT": "3", "MAX_HEADER_BYTES": "8192",
+			"MAX_CONCURRENT": "8", "REDIS_TIMEOUT": "0.5"},
+			with(func(c *Config) {
+				c.HeaderTimeout, c.ReadTimeout, c.IdleTimeout = time.Second, 2500*time.Millisecond, 3*time.Second
+				c.MaxHeaderBytes, c.MaxConcurrent, c.RedisTimeout = 8192, 8, 500*time.Millisecond
+			})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,6 +78,10 @@ func TestConfigErrors(t *testing.T) {
 		{env{"CALLBACK_URL": "/relative"}, "callback url"},
 		{env{"MAX_BODY_BYTES": "0"}, "max body"},
 		{env{"RESULT_EXPIRES": "0.5"}, "result expires"},
+		{env{"READ_TIMEOUT": "0"}, "read timeout"},
+		{env{"REDIS_TIMEOUT": "0"}, "redis timeout"},
+		{env{"MAX_CONCURRENT": "0"}, "max concurrent"},
+		{env{"MAX_HEADER_BYTES": "0"}, "max header"},
 	}
 	for _, tt := range tests {
 		_, err := ConfigFromEnv(tt.env.get)
