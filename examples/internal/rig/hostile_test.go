@@ -46,17 +46,6 @@ func serveLoopback(t testing.TB, e *echo.Echo) string {
 var shortLimits = env{"HEADER_TIMEOUT": "0.3", "READ_TIMEOUT": "0.6", "IDLE_TIMEOUT": "0.6",
 	"MAX_HEADER_BYTES": "4096", "MAX_CONCURRENT": "2", "REDIS_TIMEOUT": "0.3"}
 
-func withEnv(a, b env) env {
-	out := env{}
-	for k, v := range a {
-		out[k] = v
-	}
-	for k, v := range b {
-		out[k] = v
-	}
-	return out
-}
-
 // both starts the API and the receiver with cfg on loopback ports.
 func both(t *testing.T, cfg Config) map[string]string {
 	t.Helper()
