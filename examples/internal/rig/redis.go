@@ -40,6 +40,7 @@ func newCheckedPool(u *celerycompat.RedisURL, size int) *checkedPool {
 			return nil
 		}
 		_, err := redis.DoWithTimeout(c, borrowCheckTimeout, "PING")
+		p.observe(err) // one dead connection found: test the other old ones too
 		return err
 	}
 	return p
