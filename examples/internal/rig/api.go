@@ -101,6 +101,12 @@ type api struct {
 // without either id, both ids are random, and the keys expire with the results. The reverse
 // order would be worse: a mapping failure after a successful publish leaves a task that runs
 // although the client was told it failed, and that the client then submits again.
+//
+// One window remains: a publish that reached a Redis which then hung, and that Redis runs only
+// after the client was answered 503, queues a task the client was told failed (its mapping
+// is deleted, or left unreachable as above). Closing it needs the publish itself to carry a
+// deadline Redis checks, as the mapping's script does; celerycompat's PublishBatch does not
+// offer that yet.
 func NewAPI(cfg Config, deps Deps) (*echo.Echo, error) {
 	if err := deps.check(); err != nil {
 		return nil, err
