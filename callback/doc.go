@@ -27,8 +27,8 @@
 //	err = ob.Enqueue(ctx, callback.Event{CeleryTaskID: id, TaskID: businessID, TaskName: name,
 //		Status: callback.StatusSuccess, Result: result})
 //
-// Enqueue is idempotent by event id, and the event id is derived from the Celery task id and the
-// outcome (EventID), never random. So every order of crashes works out: a crash before Enqueue
+// Enqueue is idempotent by event id, and the event id is derived from the task id sent ("task_id":
+// the business id, else the Celery id) and the outcome (EventID), never random. So every order of crashes works out: a crash before Enqueue
 // re-runs the task, which enqueues the same id; a crash after it leaves the event in Redis for
 // any dispatcher; a dispatcher killed mid-request leaves a lease that expires, after which the
 // event is sent again with the same id; and the receiver stores each id once. Delivery is
@@ -57,7 +57,10 @@
 // The first five fields keep the original names and meanings (timestamp is now RFC 3339 with
 // nanoseconds and zone instead of a zoneless "%Y-%m-%d %H:%M:%S"), so the original FastAPI
 // receiver accepts these requests unchanged. event_id is the first 32 hex digits of
-// SHA-256("<celery_task_id>:<status>"); attempt counts delivery attempts from 1.
+// SHA-256("<task_id>:<status>"), the id a receiver derives for a callback that carries none (the
+// original Python sender's), so one outcome sent by either kind of worker is stored once;
+// attempt counts delivery attempts from 1. The body is UTF-8 JSON without HTML escaping: '<',
+// '>' and '&' are sent as themselves, so a callback is not six times the size of such content.
 //
 // A 2xx answer completes delivery. Network errors, timeouts (DispatcherConfig.Timeout, default
 // 10 s), 408, 429 and 5xx are retried with exponential backoff and jitter; a Retry-After header
@@ -135,6 +138,25 @@
 // sender derives it), which saves nearly half of the pages each insert writes. OnCallback costs
 // a look-up per request to tell new events from repeats; to merely log or count new callbacks,
 // wrap the Store and act when Save reports an insert (examples/internal/rig does).
+//
+// # Limits
+//
+// The receiver holds against slow and hostile clients within these bounds (HandlerConfig):
+//
+//	body             MaxBodyBytes, default 1 MiB (413 beyond); read as it arrives, never
+//	                 reserved from Content-Length; a body shorter than announced is a 400
+//	requests         MaxConcurrent, default 64, read and handled at once, so at most
+//	                 MaxConcurrent × MaxBodyBytes of bodies are held; beyond, a request waits
+//	                 QueueTimeout (default 5 s) for a slot, then gets 503 with Retry-After: 1
+//	                 (the Dispatcher retries it)
+//	ids              task_id and event_id up to 255 bytes (400 beyond)
+//	signature        timestamps within Tolerance (default 5 min) either way
+//	answers          a 500 (store or OnCallback failed) says "callback not stored; retry
+//	                 later" and logs the cause: no internal error text reaches the client
+//
+// Header size and the header, read and idle timeouts belong to the http.Server the handler is
+// mounted in; set them (ReadHeaderTimeout, ReadTimeout, IdleTimeout, MaxHeaderBytes): the
+// handler cannot. examples/internal/rig does.
 //
 // # Redis keys
 //

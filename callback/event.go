@@ -1,6 +1,7 @@
 package callback
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -26,22 +27,27 @@ const eventIDLen = 32
 // maxIDLen bounds task ids and event ids accepted by the outbox and the receiver.
 const maxIDLen = 255
 
-// EventID returns the id of the callback for one outcome of one Celery task: the first 32 hex
-// digits of SHA-256(celeryTaskID + ":" + status). It is derived, never random, so a task that runs
-// again after a crash produces the same id and the outbox and the receiver both dedupe it.
-func EventID(celeryTaskID, status string) string {
-	sum := sha256.Sum256([]byte(celeryTaskID + ":" + status))
+// EventID returns the id of the callback for one outcome of one task: the first 32 hex digits
+// of SHA-256(taskID + ":" + status), where taskID is the callback's "task_id" (the business id,
+// or the Celery id when the task has none). It is derived, never random, so a task that runs
+// again after a crash produces the same id and the outbox and the receiver both dedupe it. It is
+// derived from "task_id" rather than from the Celery id because "task_id" is all the original
+// Python sender puts in its payload: the receiver derives the same id for a callback that
+// carries none, so one outcome posted once by a Go worker and once by a Python worker (work
+// restored after a crash runs on whichever kind takes it) is stored once.
+func EventID(taskID, status string) string {
+	sum := sha256.Sum256([]byte(taskID + ":" + status))
 	return hex.EncodeToString(sum[:])[:eventIDLen]
 }
 
 // Event is one task outcome to be delivered as an HTTP callback. The worker hook builds it from
 // the task request and the outcome and passes it to Outbox.Enqueue.
 type Event struct {
-	// CeleryTaskID is the Celery task id (request.id). Required; with Status it determines the
-	// event id.
+	// CeleryTaskID is the Celery task id (request.id). Required.
 	CeleryTaskID string
 	// TaskID is the business id sent as "task_id": the task's kwargs["task_id"] when present.
-	// Empty means CeleryTaskID, as in the original handler.
+	// Empty means CeleryTaskID, as in the original handler. With Status it determines the event
+	// id.
 	TaskID string
 	// TaskName is the registered task name, e.g. "tasks.process_task". Optional.
 	TaskName string
@@ -61,8 +67,17 @@ type Event struct {
 	URL string
 }
 
-// ID returns the event id: EventID(e.CeleryTaskID, e.Status).
-func (e Event) ID() string { return EventID(e.CeleryTaskID, string(e.Status)) }
+// ID returns the event id: EventID of the "task_id" sent (TaskID, or CeleryTaskID when TaskID is
+// empty) and Status.
+func (e Event) ID() string { return EventID(e.wireTaskID(), string(e.Status)) }
+
+// wireTaskID is the "task_id" sent: TaskID, or CeleryTaskID when it is empty.
+func (e Event) wireTaskID() string {
+	if e.TaskID != "" {
+		return e.TaskID
+	}
+	return e.CeleryTaskID
+}
 
 // wirePayload is the JSON body sent to the receiver, without "attempt" (added per attempt). The
 // first five fields are the original rig's, in its order.
@@ -101,7 +116,7 @@ func (e Event) payload(now time.Time) ([]byte, error) {
 		p.TaskID = e.CeleryTaskID
 	}
 	if e.Result != nil {
-		raw, err := json.Marshal(e.Result)
+		raw, err := marshalRaw(e.Result)
 		if err != nil {
 			return nil, fmt.Errorf("%w: task %s: result is not JSON-encodable: %w", ErrInvalidEvent, e.CeleryTaskID, err)
 		}
@@ -116,11 +131,25 @@ func (e Event) payload(now time.Time) ([]byte, error) {
 		t = now
 	}
 	p.Timestamp = t.Format(time.RFC3339Nano)
-	body, err := json.Marshal(p)
+	body, err := marshalRaw(p)
 	if err != nil {
 		return nil, fmt.Errorf("%w: task %s: encode: %w", ErrInvalidEvent, e.CeleryTaskID, err)
 	}
 	return body, nil
+}
+
+// marshalRaw is json.Marshal without HTML escaping: '<', '>' and '&' are written as themselves,
+// not as 6-byte \u003c escapes, so a callback is no larger than its content needs (a result
+// full of '<' would otherwise grow sixfold and outgrow the receiver's body limit). The body
+// is JSON sent to a JSON endpoint, never embedded in HTML, so the escaping protected nothing.
+func marshalRaw(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // withAttempt returns the payload with "attempt" appended. payload is a JSON object as produced

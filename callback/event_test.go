@@ -54,7 +54,7 @@ func TestEventPayload(t *testing.T) {
 				"task_id": "0d9793a1", "status": "success",
 				"result": map[string]any{"status": "success", "process_time": 1.0},
 				"error":  nil, "timestamp": "2025-12-19T12:44:01.108+08:00",
-				"celery_task_id": id, "task_name": "tasks.process_task", "event_id": EventID(id, "success"),
+				"celery_task_id": id, "task_name": "tasks.process_task", "event_id": EventID("0d9793a1", "success"),
 			},
 		},
 		{

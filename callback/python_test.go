@@ -220,3 +220,39 @@ func TestPythonOriginalSender(t *testing.T) {
 		}
 	}
 }
+
+// TestPythonAndGoSendersDedupeTogether: the same five outcomes sent by this package's sender
+// (a Go worker: Celery ids, derived event ids) and by the original Python pattern (business ids
+// only, no event id) are stored once each, whichever worker ran the task: work restored after
+// a crash may run on the other kind.
+func TestPythonAndGoSendersDedupeTogether(t *testing.T) {
+	py := venvPython(t)
+	_, pool := startRedis(t)
+	store, app := newSQLite(t, ""), newApplied()
+	srv := startReceiver(t, HandlerConfig{Store: store, Secret: nil, OnCallback: app.hook})
+	ob := newTestOutbox(t, pool, srv.URL+"/receive-task-result")
+	cfg := fastDispatch()
+	cfg.Secret = nil
+	runDispatcher(t, ob, cfg)
+	evs := make([]Event, 5)
+	for i := range evs {
+		evs[i] = Event{CeleryTaskID: fmt.Sprintf("celery-mixed-%d", i), TaskID: fmt.Sprintf("py-mixed-%d", i),
+			TaskName: "tasks.process_task", Status: StatusSuccess, Result: map[string]any{"index": i}}
+	}
+	enqueueAll(t, ob, evs)
+	waitDrained(t, ob, 20*time.Second)
+	out, err := exec.Command(py, "testdata/python_pattern.py", srv.URL+"/receive-task-result", "5", "py-mixed").CombinedOutput()
+	if err != nil {
+		t.Fatalf("python_pattern.py: %v\n%s", err, out)
+	}
+	st, _ := store.Stats(context.Background())
+	if st.Unique != 5 || st.Duplicates != 5 {
+		t.Errorf("store stats %+v, want 5 unique and 5 duplicates", st)
+	}
+	for _, ev := range evs {
+		cbs, err := store.ByTaskID(context.Background(), ev.TaskID)
+		if err != nil || len(cbs) != 1 || cbs[0].CeleryTaskID != ev.CeleryTaskID || app.counts()[ev.ID()] != 1 {
+			t.Errorf("task %s: stored %+v, %v; applied %d", ev.TaskID, cbs, err, app.counts()[ev.ID()])
+		}
+	}
+}

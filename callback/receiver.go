@@ -1,6 +1,7 @@
 package callback
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,8 +14,16 @@ import (
 	"time"
 )
 
-// DefaultMaxBodyBytes bounds a callback request body.
-const DefaultMaxBodyBytes = 1 << 20
+// Defaults of HandlerConfig.
+const (
+	// DefaultMaxBodyBytes bounds a callback request body.
+	DefaultMaxBodyBytes = 1 << 20
+	// DefaultMaxConcurrent bounds the callback requests handled at once: with 1 MiB bodies, at
+	// most 64 MiB of bodies are held.
+	DefaultMaxConcurrent = 64
+	// DefaultQueueTimeout is how long a request waits for a slot before it is answered 503.
+	DefaultQueueTimeout = 5 * time.Second
+)
 
 // HandlerConfig configures the receiver. The zero value works: an in-memory store, no
 // signature check, 1 MiB bodies, wall clock, no logging.
@@ -29,6 +38,14 @@ type HandlerConfig struct {
 	Tolerance time.Duration
 	// MaxBodyBytes bounds the body; a larger one is answered 413. Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// MaxConcurrent bounds the requests whose bodies are read and handled at once, and so the
+	// memory held for bodies (at most MaxConcurrent × MaxBodyBytes). A request beyond it waits
+	// for a slot before its body is read, for at most QueueTimeout, and is then answered 503
+	// with Retry-After (the sender retries). Default DefaultMaxConcurrent.
+	MaxConcurrent int
+	// QueueTimeout is how long a request waits for one of the MaxConcurrent slots. Default
+	// DefaultQueueTimeout.
+	QueueTimeout time.Duration
 	// OnCallback, when set, is called once for each new event id, before the callback is
 	// stored. An error is answered 500 and the callback is not stored, so the sender retries and
 	// OnCallback sees it again. A repeated event id is answered 200 without calling it. "Once"
@@ -47,13 +64,15 @@ type handler struct {
 	sig   *signer
 	log   *slog.Logger
 	locks keyedMutex
+	slots chan struct{} // one per request being read or handled (MaxConcurrent)
 }
 
 // NewHandler returns the callback receiver: an http.Handler to mount at the callback path (for
 // example "/receive-task-result"). It answers POST only (405 otherwise, with Allow: POST);
 // 401 for a missing, invalid or stale signature when Secret is set; 413 for a body over
 // MaxBodyBytes; 400 for a body that is not a valid callback (see ParseCallback), saying what is
-// wrong; 500 when OnCallback or the store fails; 200 otherwise, also for a duplicate, which is
+// wrong; 500 when OnCallback or the store fails (the cause is logged, not answered); 503 with
+// Retry-After when MaxConcurrent requests are in progress for longer than QueueTimeout; 200 otherwise, also for a duplicate, which is
 // not applied again. Every answer is JSON in the original receiver's shape:
 // {"code": status, "message": text, "received_data": the callback (200 only), "event_id",
 // "duplicate"}. It is safe for concurrent use.
@@ -70,13 +89,24 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
+	if cfg.MaxConcurrent == 0 {
+		cfg.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if cfg.QueueTimeout == 0 {
+		cfg.QueueTimeout = DefaultQueueTimeout
+	}
 	switch {
+	case cfg.MaxConcurrent < 0:
+		return nil, fmt.Errorf("%w: negative MaxConcurrent %d", ErrInvalidConfig, cfg.MaxConcurrent)
+	case cfg.QueueTimeout < 0:
+		return nil, fmt.Errorf("%w: negative QueueTimeout %v", ErrInvalidConfig, cfg.QueueTimeout)
 	case cfg.Tolerance < 0:
 		return nil, fmt.Errorf("%w: negative Tolerance %v", ErrInvalidConfig, cfg.Tolerance)
 	case cfg.MaxBodyBytes < 0:
 		return nil, fmt.Errorf("%w: negative MaxBodyBytes %d", ErrInvalidConfig, cfg.MaxBodyBytes)
 	}
-	return &handler{cfg: cfg, sig: newSigner(cfg.Secret), log: loggerOrDiscard(cfg.Logger), locks: keyedMutex{m: map[string]*keyedEntry{}}}, nil
+	return &handler{cfg: cfg, sig: newSigner(cfg.Secret), log: loggerOrDiscard(cfg.Logger), locks: keyedMutex{m: map[string]*keyedEntry{}},
+		slots: make(chan struct{}, cfg.MaxConcurrent)}, nil
 }
 
 // reply is the JSON answer, shaped like the original receiver's.
@@ -95,6 +125,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(ctx, w, r, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use POST", nil)
 		return
 	}
+	if !h.acquire(ctx) {
+		w.Header().Set("Retry-After", "1")
+		h.reject(ctx, w, r, http.StatusServiceUnavailable, "too many callbacks in progress; retry later", nil)
+		return
+	}
+	defer func() { <-h.slots }()
 	body, err := readBody(w, r, h.cfg.MaxBodyBytes)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
@@ -132,7 +168,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.log.ErrorContext(ctx, "callback not accepted", "event_id", cb.EventID, "task_id", cb.TaskID, "error", err)
 		writeJSON(w, http.StatusInternalServerError, reply{Code: http.StatusInternalServerError,
-			Message: "callback not stored: " + err.Error(), EventID: cb.EventID})
+			Message: "callback not stored; retry later", EventID: cb.EventID})
 		return
 	}
 	rep := reply{Code: http.StatusOK, Message: "callback received", EventID: cb.EventID}
@@ -181,24 +217,48 @@ func appendJSONString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// readBody reads at most limit bytes of the request body into one buffer sized from
-// Content-Length when given. A longer body is an *http.MaxBytesError.
+// readBody reads at most limit bytes of the request body as they arrive; a longer body is an
+// *http.MaxBytesError. The announced Content-Length is not trusted for memory: a client that
+// announces a megabyte and sends a hundred bytes costs a hundred bytes (plus the first small
+// buffer), not a megabyte. The buffer grows with what was actually received.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	rd := http.MaxBytesReader(w, r.Body, limit)
-	if n := r.ContentLength; n >= 0 && n <= limit {
-		buf := make([]byte, n+1) // one spare byte to see a body longer than announced
-		m, err := io.ReadFull(rd, buf)
-		switch {
-		case (err == io.ErrUnexpectedEOF || err == io.EOF) && int64(m) == n:
-			return buf[:m], nil // all of it, and nothing after
-		case err != nil:
-			return nil, err
-		}
-		// More than Content-Length: net/http does not let that happen, but read on to be exact.
-		rest, err := io.ReadAll(rd)
-		return append(buf, rest...), err
+	var buf bytes.Buffer
+	if n := r.ContentLength; n > 0 {
+		buf.Grow(int(min(n, limit, initialBodyBuffer)) + 1) // +1: a body exactly n long needs no regrowth to see EOF
 	}
-	return io.ReadAll(rd)
+	if _, err := buf.ReadFrom(rd); err != nil {
+		return nil, err
+	}
+	if n := r.ContentLength; n >= 0 && int64(buf.Len()) != n {
+		// Shorter than announced: the client went away mid-body (net/http reports that itself
+		// on a real connection; a handler called directly may not).
+		return nil, io.ErrUnexpectedEOF
+	}
+	return buf.Bytes(), nil
+}
+
+// initialBodyBuffer is the most readBody reserves before bytes arrive.
+const initialBodyBuffer = 16 << 10
+
+// acquire takes a slot, waiting at most QueueTimeout; false when none came in time or the
+// client went away.
+func (h *handler) acquire(ctx context.Context) bool {
+	select {
+	case h.slots <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(h.cfg.QueueTimeout)
+	defer t.Stop()
+	select {
+	case h.slots <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // accept hands cb to the application once and stores it. inserted is false for a duplicate.

@@ -4,7 +4,9 @@
 //	POST /receive-task-result, GET /callbacks/{id}, GET /callbacks/stats, GET /healthz
 //
 // Callbacks are kept in SQLite (CALLBACK_DB, default callbacks.db; ":memory:" for none) and, with
-// CALLBACK_SECRET set, must be signed. Flags override the environment; see -h and package
+// CALLBACK_SECRET set, must be signed. Bodies, headers, timeouts and concurrency are bounded
+// (MAX_BODY_BYTES, MAX_HEADER_BYTES, HEADER_TIMEOUT, READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONCURRENT).
+// Flags override the environment; see -h, and the limits in force in package
 // examples/internal/rig.
 package main
 
@@ -23,7 +25,7 @@ func main() {
 			return err
 		}
 		defer closeStore()
-		e, err := rig.NewReceiver(ctx, cfg, store, log)
+		e, err := rig.NewReceiver(cfg, store, log)
 		if err != nil {
 			return err
 		}

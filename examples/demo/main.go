@@ -271,11 +271,11 @@ func startServices(ctx context.Context, cfg rig.Config, logger *slog.Logger, rec
 		return nil, err
 	}
 	recv, api, w, d, err := func() (*echo.Echo, *echo.Echo, *celerycompat.Worker, *callback.Dispatcher, error) {
-		recv, err := rig.NewReceiver(ctx, cfg, callback.NewMemoryStore(), logger)
+		recv, err := rig.NewReceiver(cfg, callback.NewMemoryStore(), logger)
 		if err != nil {
 			return nil, nil, nil, nil, err
 		}
-		api, err := rig.NewAPI(ctx, cfg, deps)
+		api, err := rig.NewAPI(cfg, deps)
 		if err != nil {
 			return nil, nil, nil, nil, err
 		}

@@ -1,10 +1,11 @@
 // Command main_api is the task API of the original rig (main_api.py) in Go, on :8000:
 //
-//	POST /submit-task, GET /task-status/{id}, GET /healthz, GET /metrics
+//	POST /submit-task, GET /task-status/{id}, GET /healthz, GET /metrics,
+//	GET /callbacks/dead, POST /callbacks/dead/replay
 //
 // Configuration comes from the environment (REDIS_URL, CELERY_RESULT_BACKEND, PORT,
-// MAX_BODY_BYTES, RESULT_EXPIRES, ...) and flags override it; see -h and package
-// examples/internal/rig.
+// MAX_BODY_BYTES, RESULT_EXPIRES, READ_TIMEOUT, MAX_CONCURRENT, REDIS_TIMEOUT, ...) and flags
+// override it; see -h, and the limits in force in package examples/internal/rig.
 package main
 
 import (
@@ -22,7 +23,7 @@ func main() {
 			return err
 		}
 		defer closePools()
-		e, err := rig.NewAPI(ctx, cfg, deps)
+		e, err := rig.NewAPI(cfg, deps)
 		if err != nil {
 			return err
 		}

@@ -67,6 +67,12 @@ type Config struct {
 	// Pool, when set, is used for the result backend instead of dialling RedisURL (the caller
 	// owns it).
 	Pool celerycompat.Pool
+	// BrokerURL is the broker whose callback outbox holds dead-lettered callbacks. Default
+	// RedisURL (the rig uses one Redis for both).
+	BrokerURL string
+	// BrokerPool, when set, is used for the broker instead of dialling BrokerURL; when neither
+	// BrokerURL nor BrokerPool is set, Pool is used.
+	BrokerPool celerycompat.Pool
 	// SubmittedFile receives the lines "task_index,business_task_id,celery_task_id" of the
 	// accepted submissions, as the original's submitted_tasks.txt. Empty: not written.
 	SubmittedFile string
@@ -104,6 +110,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RedisURL == "" {
 		c.RedisURL = DefaultRedisURL
+	}
+	if c.BrokerURL == "" && c.BrokerPool == nil {
+		c.BrokerURL, c.BrokerPool = c.RedisURL, c.Pool
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = DefaultPollInterval
@@ -173,6 +182,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	rep.fill(sub, obs, proc, src)
+	if dead, err := DeadLettered(checkCtx, cfg, sub); err != nil {
+		rep.DeadLetterError = err.Error()
+	} else {
+		rep.DeadLettered = dead
+	}
 	if waitErr != nil {
 		rep.TimedOut = true
 		rep.WaitError = waitErr.Error()

@@ -25,6 +25,7 @@ import (
 // (SUCCESS stored in miniredis) and its callback stored, unless the knobs say otherwise.
 type fakeRig struct {
 	t       *testing.T
+	pool    *redis.Pool
 	backend *celerycompat.Backend
 	store   *callback.MemoryStore
 	srv     *httptest.Server
@@ -35,6 +36,9 @@ type fakeRig struct {
 	dropAfter int  // store no callback after this many (0: never drop)
 	duplicate bool // store the first task's callback twice, under another event id
 	delay     time.Duration
+	// outbox, when set, gets the callbacks of the tasks dropAfter drops, for a dispatcher
+	// that dead-letters them.
+	outbox *callback.Outbox
 }
 
 func newFakeRig(t *testing.T) (*fakeRig, *miniredis.Miniredis) {
@@ -46,7 +50,7 @@ func newFakeRig(t *testing.T) (*fakeRig, *miniredis.Miniredis) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeRig{t: t, backend: backend, store: callback.NewMemoryStore()}
+	f := &fakeRig{t: t, backend: backend, store: callback.NewMemoryStore(), pool: pool}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /submit-task", f.submit)
 	mux.HandleFunc("GET /callbacks/stats", f.stats)
@@ -78,6 +82,11 @@ func (f *fakeRig) submit(w http.ResponseWriter, r *http.Request) {
 			f.t.Error(err)
 		}
 		if f.dropAfter > 0 && n > f.dropAfter {
+			if f.outbox != nil {
+				if err := f.outbox.Enqueue(ctx, callback.Event{CeleryTaskID: cid, TaskID: bid, Status: callback.StatusSuccess}); err != nil {
+					f.t.Error(err)
+				}
+			}
 			return
 		}
 		cb := callback.Callback{EventID: callback.EventID(cid, "success"), TaskID: bid, CeleryTaskID: cid,
@@ -362,4 +371,43 @@ func (l *lockedWriter) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.String()
+}
+
+// TestRunReportsDeadLetters: callbacks the dispatcher gave up on show in the consistency report
+// as dead-lettered, with the way to replay them.
+func TestRunReportsDeadLetters(t *testing.T) {
+	f, m := newFakeRig(t)
+	refuse := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	}))
+	t.Cleanup(refuse.Close)
+	ob, err := callback.NewOutbox(f.pool, callback.OutboxConfig{URL: refuse.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := callback.NewDispatcher(ob, callback.DispatcherConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	f.dropAfter, f.outbox = 8, ob
+
+	cfg := f.config(t, m, 10)
+	cfg.Timeout = time.Second
+	rep, err := Run(context.Background(), cfg)
+	if rep == nil || !errors.Is(err, ErrInconsistent) {
+		t.Fatalf("report %v, err %v; want an inconsistent report", rep, err)
+	}
+	if len(rep.DeadLettered) != 2 || rep.DeadLetterError != "" {
+		t.Fatalf("dead-lettered %v (%s), want the 2 dropped tasks", rep.DeadLettered, rep.DeadLetterError)
+	}
+	var out strings.Builder
+	rep.Print(&out)
+	if !strings.Contains(out.String(), "dead-lettered:        2") || !strings.Contains(rep.Verdict(), "2 callbacks dead-lettered") ||
+		!strings.Contains(out.String(), "/callbacks/dead/replay") {
+		t.Errorf("report does not show the dead letters:\n%s", out.String())
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/celerybridge/celerybridge/callback"
 	"github.com/celerybridge/celerybridge/celerycompat"
 )
 
@@ -69,4 +70,41 @@ func CountProcessed(ctx context.Context, cfg Config, sub *Submission) (*Processe
 		}
 	}
 	return p, nil
+}
+
+// DeadLettered lists the business ids of sub's accepted tasks whose callback the worker's
+// dispatcher gave up on: dead letters in the callback outbox (callback.Outbox on the broker,
+// cfg.BrokerURL). They are missing callbacks with a known cause, and can be replayed: POST
+// /callbacks/dead/replay on the Go API, or callback.Outbox.Replay.
+func DeadLettered(ctx context.Context, cfg Config, sub *Submission) ([]string, error) {
+	cfg = cfg.withDefaults()
+	pool := cfg.BrokerPool
+	if pool == nil {
+		u, err := celerycompat.ParseRedisURL(cfg.BrokerURL)
+		if err != nil {
+			return nil, fmt.Errorf("loadtest: broker url: %w", err)
+		}
+		p := u.NewPool(2)
+		defer p.Close()
+		pool = p
+	}
+	ob, err := callback.NewOutbox(pool, callback.OutboxConfig{})
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: callback outbox: %w", err)
+	}
+	dls, err := ob.DeadLetters(ctx, 0)
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: dead letters: %w", err)
+	}
+	dead := make(map[string]bool, len(dls))
+	for _, d := range dls {
+		dead[d.TaskID], dead[d.CeleryTaskID] = true, true
+	}
+	var out []string
+	for _, t := range sub.Accepted() {
+		if dead[t.BusinessTaskID] || dead[t.CeleryTaskID] {
+			out = append(out, t.BusinessTaskID)
+		}
+	}
+	return out, nil
 }

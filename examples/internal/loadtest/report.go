@@ -28,6 +28,12 @@ type Report struct {
 	MissingCallbacks []string `json:"missing_callbacks,omitempty"` // business ids without a callback
 	NotProcessed     []string `json:"not_processed,omitempty"`     // business ids not SUCCESS/FAILURE
 	DuplicateIDs     []string `json:"duplicate_ids,omitempty"`     // business ids with >1 callback
+	// DeadLettered are the business ids whose callback the worker gave up on (in the callback
+	// outbox's dead letters): each is also a missing callback, with a known cause, and can be
+	// replayed (POST /callbacks/dead/replay on the Go API). DeadLetterError says why the
+	// outbox could not be read, when it could not.
+	DeadLettered    []string `json:"dead_lettered_callbacks,omitempty"`
+	DeadLetterError string   `json:"dead_letter_error,omitempty"`
 
 	// Latency from sending a task's submission to its callback's arrival.
 	LatencyP50 time.Duration `json:"latency_p50_ns"`
@@ -132,6 +138,9 @@ func (r *Report) Verdict() string {
 	if r.Callbacks != r.Submitted {
 		why = append(why, fmt.Sprintf("callbacks for %d of %d", r.Callbacks, r.Submitted))
 	}
+	if len(r.DeadLettered) > 0 {
+		why = append(why, fmt.Sprintf("%d callbacks dead-lettered (replay: POST /callbacks/dead/replay on the API)", len(r.DeadLettered)))
+	}
 	if r.Duplicates > 0 {
 		why = append(why, fmt.Sprintf("%d duplicate callbacks in the store", r.Duplicates))
 	}
@@ -171,6 +180,14 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "duplicates:           %d in the store; duplicate deliveries suppressed by the receiver: %s\n", r.Duplicates, sup)
 	fmt.Fprintf(w, "missing callbacks:    %d%s\n", len(r.MissingCallbacks), listIDs(r.MissingCallbacks))
 	fmt.Fprintf(w, "not processed:        %d%s\n", len(r.NotProcessed), listIDs(r.NotProcessed))
+	switch {
+	case r.DeadLetterError != "":
+		fmt.Fprintf(w, "dead-lettered:        unknown (%s)\n", r.DeadLetterError)
+	case len(r.DeadLettered) > 0:
+		fmt.Fprintf(w, "dead-lettered:        %d%s; replay: POST /callbacks/dead/replay on the API\n", len(r.DeadLettered), listIDs(r.DeadLettered))
+	default:
+		fmt.Fprintf(w, "dead-lettered:        0\n")
+	}
 	if len(r.DuplicateIDs) > 0 {
 		fmt.Fprintf(w, "duplicated ids:      %s\n", listIDs(r.DuplicateIDs))
 	}

@@ -1,14 +1,12 @@
 package rig
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +14,14 @@ import (
 	"github.com/celerybridge/celerybridge/celerycompat"
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
+)
+
+// The original's messages, restored where the document lost characters.
+const (
+	MsgSubmitted    = "任务已提交至队列"    // POST /submit-task: task submitted to the queue
+	MsgSubmitFailed = "任务提交失败："     // followed by the cause
+	MsgNotFound     = "任务不存在或已完成清理" // GET /task-status: unknown or cleaned up
+	MsgTaskDone     = "任务执行完成"      // tasks.process_task's result message
 )
 
 // SubmitResponse is the answer to POST /submit-task, the original's shape.
@@ -56,6 +62,15 @@ const maxIDLen = 200
 // dropTimeout bounds the clean-up of a failed submission's id mapping.
 const dropTimeout = 2 * time.Second
 
+// healthTimeout bounds GET /healthz: it answers "unhealthy" within it when Redis hangs.
+const healthTimeout = 800 * time.Millisecond
+
+// Messages of the 503s: the cause is logged, never answered.
+const (
+	msgRedisDown    = "redis unavailable"
+	msgLookupFailed = "查询失败：" + msgRedisDown // GET /task-status: lookup failed
+)
+
 // api is the task API. Its counters feed /metrics; it is safe for concurrent use.
 type api struct {
 	cfg      Config
@@ -72,20 +87,27 @@ type api struct {
 	submitOK, submitFailed, submitRejected atomic.Int64
 }
 
-// NewAPI returns the task API service (see the package documentation for its endpoints). Tasks
-// are published through deps.Broker; results, and the mapping from business id to Celery id, are
-// read and written through deps.Results. ctx is not retained, and nothing here touches Redis
-// until a request comes, so the API starts while Redis is down and answers 503 until it is back.
+// NewAPI returns the task API service (see the package documentation for its endpoints and
+// limits). Tasks are published through deps.Broker; results, and the mapping from business id
+// to Celery id, are read and written through deps.Results. Nothing here touches Redis until a
+// request comes, so the API starts while Redis is down and answers 503 until it is back.
 //
-// A submission writes the id mapping (both keys in one MULTI) and then publishes the message,
-// sharing both round trips with the submissions that arrive meanwhile. If the mapping fails,
-// nothing was written. If the publish fails, the mapping is deleted again. If
-// that delete fails too (Redis went away between the calls), a mapping is left for a task that
-// does not exist, but it is unreachable: the client got a 503 without either id, both ids are
-// random, and the keys expire with the results. The reverse order would be worse: a mapping
-// failure after a successful publish leaves a task that runs although the client was told it
-// failed, and that the client then submits again.
-func NewAPI(ctx context.Context, cfg Config, deps Deps) (*echo.Echo, error) {
+// A submission writes the id mapping (both keys, all or nothing, and only while the request's
+// Redis deadline has not passed by Redis's clock) and then publishes the message, sharing both
+// round trips with the submissions that arrive meanwhile. If the mapping fails, nothing was
+// written, even when Redis hung and executes the write later. If the publish fails, the
+// mapping is deleted again; if that delete fails too (Redis went away between the calls), a
+// mapping is left for a task that does not exist, but it is unreachable: the client got a 503
+// without either id, both ids are random, and the keys expire with the results. The reverse
+// order would be worse: a mapping failure after a successful publish leaves a task that runs
+// although the client was told it failed, and that the client then submits again.
+//
+// One window remains: a publish that reached a Redis which then hung, and that Redis runs only
+// after the client was answered 503, queues a task the client was told failed (its mapping
+// is deleted, or left unreachable as above). Closing it needs the publish itself to carry a
+// deadline Redis checks, as the mapping's script does; celerycompat's PublishBatch does not
+// offer that yet.
+func NewAPI(cfg Config, deps Deps) (*echo.Echo, error) {
 	if err := deps.check(); err != nil {
 		return nil, err
 	}
@@ -111,136 +133,86 @@ func NewAPI(ctx context.Context, cfg Config, deps Deps) (*echo.Echo, error) {
 	if a.producer, err = celerycompat.NewProducer(a.broker, celerycompat.ProducerConfig{Backend: a.backend}); err != nil {
 		return nil, fmt.Errorf("rig: producer: %w", err)
 	}
-	a.submitter = newSubmitter(a.ids, a.producer)
+	a.submitter = newSubmitter(a.ids, a.producer, cfg.RedisTimeout)
 	if a.outbox, err = callback.NewOutbox(deps.Broker, callback.OutboxConfig{Logger: a.log}); err != nil {
 		return nil, fmt.Errorf("rig: outbox: %w", err)
 	}
-	e := newEcho()
-	e.POST("/submit-task", a.submit)
-	e.GET("/task-status/:id", a.status)
+	e := newEcho(cfg, a.log)
+	bodies := limitConcurrent(cfg) // one bound for every route that reads a body
+	e.POST("/submit-task", a.submit, bodies)
+	e.GET("/task-status/*", a.status)
 	e.GET("/healthz", a.healthz)
 	e.GET("/metrics", a.metrics)
+	e.GET("/callbacks/dead", a.deadLetters)
+	e.POST("/callbacks/dead/replay", a.replay, bodies)
 	return e, nil
 }
 
-// newEcho is an echo instance whose errors, its own included (404, 405), answer ErrorResponse.
-func newEcho() *echo.Echo {
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.Use(recoverPanics)
-	e.HTTPErrorHandler = func(err error, c echo.Context) {
-		if c.Response().Committed {
-			return
-		}
-		code, msg := http.StatusInternalServerError, "internal error"
-		var he *echo.HTTPError
-		if errors.As(err, &he) {
-			code, msg = he.Code, fmt.Sprint(he.Message)
-		}
-		_ = c.JSON(code, ErrorResponse{Code: code, Message: msg})
-	}
-	return e
-}
-
-// recoverPanics turns a handler panic into a 500 (echo's middleware.Recover would pull in
-// golang.org/x/time, which the module does not require).
-func recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				if r == http.ErrAbortHandler {
-					panic(r)
-				}
-				err = fmt.Errorf("panic: %v", r)
-			}
-		}()
-		return next(c)
-	}
-}
-
-func fail(c echo.Context, code int, msg string) error {
-	return c.JSON(code, ErrorResponse{Code: code, Message: msg})
-}
-
 func (a *api) submit(c echo.Context) error {
-	ctx := c.Request().Context()
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, a.cfg.MaxBodyBytes))
+	body, err := readJSONBody(c, a.cfg.MaxBodyBytes)
 	if err != nil {
 		a.submitRejected.Add(1)
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return fail(c, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds %d bytes", mbe.Limit))
-		}
-		return fail(c, http.StatusBadRequest, "cannot read body: "+err.Error())
+		return err
 	}
 	data, err := decodeObject(body)
+	if err == nil {
+		err = checkData(data, a.cfg.MaxBodyBytes)
+	}
 	if err != nil {
 		a.submitRejected.Add(1)
-		return fail(c, http.StatusBadRequest, err.Error())
+		var he *echo.HTTPError
+		if errors.As(err, &he) {
+			return he
+		}
+		return echo.NewHTTPError(http.StatusBadRequest, err.Error())
 	}
 	ids := taskIDs{Business: uuid.NewString(), Celery: uuid.NewString()}
 	kwargs := map[string]any{"task_id": ids.Business, "data": data}
-	if err := a.submitter.submit(ctx, ids, kwargs); err != nil {
-		return a.submitFailure(c, ids, err)
+	if err := a.submitter.submit(c.Request().Context(), ids, kwargs); err != nil {
+		return a.submitFailure(ids, err)
 	}
 	a.submitOK.Add(1)
 	return c.JSON(http.StatusOK, SubmitResponse{Code: http.StatusOK, Message: MsgSubmitted,
 		BusinessTaskID: ids.Business, CeleryTaskID: ids.Celery})
 }
 
-func (a *api) submitFailure(c echo.Context, ids taskIDs, err error) error {
+// submitFailure answers a submission that did not make it to Redis. An encoding refusal is the
+// data's fault (4xx, though checkData should have caught it); anything else is Redis (503).
+// The cause is logged, not answered.
+func (a *api) submitFailure(ids taskIDs, err error) error {
+	switch {
+	case errors.Is(err, celerycompat.ErrBodyTooLarge):
+		a.submitRejected.Add(1)
+		return echo.NewHTTPError(http.StatusRequestEntityTooLarge, MsgSubmitFailed+"task too large").SetInternal(err)
+	case errors.Is(err, celerycompat.ErrEncode):
+		a.submitRejected.Add(1)
+		return echo.NewHTTPError(http.StatusBadRequest, MsgSubmitFailed+"data cannot be encoded as a task").SetInternal(err)
+	}
 	a.submitFailed.Add(1)
 	a.log.Error("submit failed", "task_id", ids.Celery, "business_task_id", ids.Business, "err", err)
-	code := http.StatusServiceUnavailable
-	if errors.Is(err, celerycompat.ErrEncode) || errors.Is(err, celerycompat.ErrBodyTooLarge) {
-		code = http.StatusInternalServerError
-	}
-	return fail(c, code, MsgSubmitFailed+err.Error())
+	return echo.NewHTTPError(http.StatusServiceUnavailable, MsgSubmitFailed+msgRedisDown)
 }
 
-// decodeObject parses body as exactly one JSON object (numbers kept exact).
-func decodeObject(body []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("body must be a JSON object, got an empty body")
-		}
-		return nil, fmt.Errorf("body is not valid JSON: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("body must be a single JSON object, got data after it")
-	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("body must be a JSON object, got %s", jsonKind(v))
-	}
-	return m, nil
-}
-
-func jsonKind(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case []any:
-		return "an array"
-	case string:
-		return "a string"
-	case bool:
-		return "a boolean"
-	default:
-		return "a number"
-	}
+// pathID is the id at the end of the request path after prefix, decoded (URL.Path is: an id
+// sent percent-encoded, or containing '/', reads back as stored).
+func pathID(c echo.Context, prefix string) (string, bool) {
+	id := strings.TrimPrefix(c.Request().URL.Path, prefix)
+	return id, id != "" && len(id) <= maxIDLen
 }
 
 func (a *api) status(c echo.Context) error {
-	ctx := c.Request().Context()
-	id := c.Param("id")
-	if id == "" || len(id) > maxIDLen {
-		return fail(c, http.StatusNotFound, MsgNotFound)
+	id, ok := pathID(c, "/task-status/")
+	if !ok {
+		return echo.NewHTTPError(http.StatusNotFound, MsgNotFound)
 	}
-	ids, err := a.ids.lookup(ctx, id)
+	ctx, cancel := redisCtx(c, a.cfg)
+	defer cancel()
+	var ids taskIDs
+	err := retryBroken(ctx, func(ctx context.Context) error {
+		var err error
+		ids, err = a.ids.lookup(ctx, id)
+		return err
+	})
 	switch {
 	case errors.Is(err, errNoID):
 		// Not submitted here, or its mapping expired: a Celery id with a stored result still
@@ -248,20 +220,24 @@ func (a *api) status(c echo.Context) error {
 		ids = taskIDs{Celery: id}
 	case err != nil:
 		a.log.Error("status lookup failed", "task_id", id, "err", err)
-		return fail(c, http.StatusServiceUnavailable, "查询失败："+err.Error())
+		return echo.NewHTTPError(http.StatusServiceUnavailable, msgLookupFailed)
 	}
-	meta, err := a.backend.GetMeta(ctx, ids.Celery)
+	var meta *celerycompat.ResultMeta
+	err = retryBroken(ctx, func(ctx context.Context) error {
+		var err error
+		meta, err = a.backend.GetMeta(ctx, ids.Celery)
+		return err
+	})
 	if err != nil {
 		a.log.Error("status read failed", "task_id", ids.Celery, "err", err)
-		code := http.StatusServiceUnavailable
 		if errors.Is(err, celerycompat.ErrDecode) {
-			code = http.StatusInternalServerError
+			return echo.NewHTTPError(http.StatusInternalServerError, "查询失败：stored result cannot be read")
 		}
-		return fail(c, code, "查询失败："+err.Error())
+		return echo.NewHTTPError(http.StatusServiceUnavailable, msgLookupFailed)
 	}
 	if ids.Business == "" {
 		if meta.Status == celerycompat.StatePending {
-			return fail(c, http.StatusNotFound, MsgNotFound)
+			return echo.NewHTTPError(http.StatusNotFound, MsgNotFound)
 		}
 		ids.Business, _ = meta.Kwargs["task_id"].(string)
 		if ids.Business == "" {
@@ -292,4 +268,9 @@ func statusOf(ids taskIDs, meta *celerycompat.ResultMeta) TaskStatus {
 		st.Worker = &worker
 	}
 	return st
+}
+
+// redisCtx is the request's context bounded by cfg.RedisTimeout, for its Redis steps.
+func redisCtx(c echo.Context, cfg Config) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(c.Request().Context(), cfg.RedisTimeout)
 }

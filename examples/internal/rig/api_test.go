@@ -16,7 +16,7 @@ import (
 
 func newTestAPI(t *testing.T, cfg Config, deps Deps) http.Handler {
 	t.Helper()
-	e, err := NewAPI(context.Background(), cfg, deps)
+	e, err := NewAPI(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

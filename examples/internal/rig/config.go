@@ -57,6 +57,24 @@ const (
 	DefaultWarmShutdownTimeout = time.Duration(0)
 )
 
+// Defaults of the limits both HTTP services hold against slow, broken and hostile clients
+// (new; the original had none). See the package documentation for the whole list.
+const (
+	// DefaultHeaderTimeout bounds reading a request's headers.
+	DefaultHeaderTimeout = 5 * time.Second
+	// DefaultReadTimeout bounds reading a whole request, body included: a MaxBodyBytes body
+	// needs about 70 KB/s to make it.
+	DefaultReadTimeout = 15 * time.Second
+	// DefaultIdleTimeout is how long a kept-alive connection may wait for its next request.
+	DefaultIdleTimeout = 60 * time.Second
+	// DefaultMaxHeaderBytes bounds a request's headers.
+	DefaultMaxHeaderBytes = 16 << 10
+	// DefaultMaxConcurrent bounds the request bodies held at once by each service.
+	DefaultMaxConcurrent = 64
+	// DefaultRedisTimeout bounds each Redis step of an API request.
+	DefaultRedisTimeout = 2 * time.Second
+)
+
 // Config is what the three services share. Every field comes from an environment variable (see
 // ConfigFromEnv) and may be overridden by a flag (see RegisterFlags). The zero value is not
 // usable; start from ConfigFromEnv. A Config is a value, safe to copy.
@@ -91,8 +109,9 @@ type Config struct {
 	// CallbackDB is the receiver's SQLite file: CALLBACK_DB, default DefaultCallbackDB;
 	// ":memory:" keeps callbacks in memory only. Flag -db.
 	CallbackDB string
-	// MaxBodyBytes bounds a POST /submit-task body (larger: 413) and a callback body:
-	// MAX_BODY_BYTES, default DefaultMaxBodyBytes. Flag -max-body.
+	// MaxBodyBytes bounds a POST /submit-task body and a callback body (larger: 413). The API
+	// also refuses (413) task data whose callback could outgrow it, so that every task it
+	// accepts can report back: MAX_BODY_BYTES, default DefaultMaxBodyBytes. Flag -max-body.
 	MaxBodyBytes int64
 	// ResultExpires is Celery's result_expires for results the Go worker stores, and how long the
 	// API remembers which Celery id belongs to which business id: RESULT_EXPIRES in seconds,
@@ -115,6 +134,28 @@ type Config struct {
 	// signal: running tasks are stopped and handed back to the queue). WARM_SHUTDOWN_TIMEOUT in
 	// seconds, default DefaultWarmShutdownTimeout (0: no bound). Flag -warm-shutdown-timeout.
 	WarmShutdownTimeout time.Duration
+	// Limits of both HTTP services (see the package documentation).
+
+	// HeaderTimeout bounds reading a request's headers: HEADER_TIMEOUT in seconds, default
+	// DefaultHeaderTimeout. Flag -header-timeout.
+	HeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request: READ_TIMEOUT in seconds, default
+	// DefaultReadTimeout. Flag -read-timeout.
+	ReadTimeout time.Duration
+	// IdleTimeout bounds a kept-alive connection's wait for its next request: IDLE_TIMEOUT in
+	// seconds, default DefaultIdleTimeout. Flag -idle-timeout.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers (larger: 431): MAX_HEADER_BYTES, default
+	// DefaultMaxHeaderBytes. Flag -max-header.
+	MaxHeaderBytes int
+	// MaxConcurrent bounds the request bodies each service reads and handles at once; more
+	// wait up to HeaderTimeout for a slot, then get 503: MAX_CONCURRENT, default
+	// DefaultMaxConcurrent. Flag -max-concurrent.
+	MaxConcurrent int
+	// RedisTimeout bounds each Redis step of an API request (a submission answers 503 after at
+	// most twice this; /healthz answers within a second whatever it is): REDIS_TIMEOUT in
+	// seconds, default DefaultRedisTimeout. Flag -redis-timeout.
+	RedisTimeout time.Duration
 }
 
 // ConfigFromEnv reads the configuration from getenv (os.Getenv, or a map lookup in tests) and
@@ -178,6 +219,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	parse("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, &cfg.ShutdownTimeout)
 	parse("VISIBILITY_TIMEOUT", celerycompat.DefaultVisibilityTimeout, &cfg.VisibilityTimeout)
 	parse("WARM_SHUTDOWN_TIMEOUT", DefaultWarmShutdownTimeout, &cfg.WarmShutdownTimeout)
+	parse("HEADER_TIMEOUT", DefaultHeaderTimeout, &cfg.HeaderTimeout)
+	parse("READ_TIMEOUT", DefaultReadTimeout, &cfg.ReadTimeout)
+	parse("IDLE_TIMEOUT", DefaultIdleTimeout, &cfg.IdleTimeout)
+	parse("MAX_HEADER_BYTES", DefaultMaxHeaderBytes, &cfg.MaxHeaderBytes)
+	parse("MAX_CONCURRENT", DefaultMaxConcurrent, &cfg.MaxConcurrent)
+	parse("REDIS_TIMEOUT", DefaultRedisTimeout, &cfg.RedisTimeout)
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("rig: config: %w", err)
 	}
@@ -206,6 +253,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var((*seconds)(&c.ShutdownTimeout), "shutdown-timeout", "API and receiver: seconds a graceful shutdown may take (SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&c.Host, "host", c.Host, "HTTP services: address to listen on; 0.0.0.0 for every interface (HOST)")
 	fs.Var((*seconds)(&c.WarmShutdownTimeout), "warm-shutdown-timeout", "worker: seconds the first SIGINT/SIGTERM waits for running tasks before stopping them; 0 no bound (WARM_SHUTDOWN_TIMEOUT)")
+	fs.Var((*seconds)(&c.ShutdownTimeout), "shutdown-timeout", "seconds a graceful shutdown may take (SHUTDOWN_TIMEOUT)")
+	fs.Var((*seconds)(&c.HeaderTimeout), "header-timeout", "seconds to read a request's headers (HEADER_TIMEOUT)")
+	fs.Var((*seconds)(&c.ReadTimeout), "read-timeout", "seconds to read a whole request (READ_TIMEOUT)")
+	fs.Var((*seconds)(&c.IdleTimeout), "idle-timeout", "seconds a kept-alive connection may idle (IDLE_TIMEOUT)")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header", c.MaxHeaderBytes, "largest request header in bytes (MAX_HEADER_BYTES)")
+	fs.IntVar(&c.MaxConcurrent, "max-concurrent", c.MaxConcurrent, "request bodies handled at once (MAX_CONCURRENT)")
+	fs.Var((*seconds)(&c.RedisTimeout), "redis-timeout", "api: seconds each Redis step may take (REDIS_TIMEOUT)")
 }
 
 // Validate reports every field out of range.
@@ -254,6 +308,20 @@ func (c Config) Validate() error {
 	}
 	if c.WarmShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("warm shutdown timeout %v: must not be negative", c.WarmShutdownTimeout))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"header timeout", c.HeaderTimeout}, {"read timeout", c.ReadTimeout}, {"idle timeout", c.IdleTimeout}, {"redis timeout", c.RedisTimeout}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s %v: must be positive", d.name, d.v))
+		}
+	}
+	if c.MaxHeaderBytes < 1 {
+		errs = append(errs, fmt.Errorf("max header bytes %d: must be positive", c.MaxHeaderBytes))
+	}
+	if c.MaxConcurrent < 1 {
+		errs = append(errs, fmt.Errorf("max concurrent %d: must be at least 1", c.MaxConcurrent))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("rig: config: %w", err)

@@ -14,7 +14,9 @@ func TestConfigFromEnv(t *testing.T) {
 		RedisURL: DefaultRedisURL, CallbackURL: DefaultCallbackURL, TaskSleep: time.Second,
 		Concurrency: 1, CallbackDB: "callbacks.db", MaxBodyBytes: 1 << 20,
 		ResultExpires: 24 * time.Hour, ShutdownTimeout: 30 * time.Second, VisibilityTimeout: time.Hour,
-		Host: "127.0.0.1",
+		Host:          "127.0.0.1",
+		HeaderTimeout: DefaultHeaderTimeout, ReadTimeout: DefaultReadTimeout, IdleTimeout: DefaultIdleTimeout,
+		MaxHeaderBytes: DefaultMaxHeaderBytes, MaxConcurrent: DefaultMaxConcurrent, RedisTimeout: DefaultRedisTimeout,
 	}
 	with := func(f func(*Config)) Config { c := defaults; f(&c); return c }
 	tests := []struct {
@@ -43,6 +45,12 @@ func TestConfigFromEnv(t *testing.T) {
 		{"every interface", env{"HOST": "0.0.0.0"}, with(func(c *Config) { c.Host = "0.0.0.0" })},
 		{"IPv6 any", env{"HOST": "::"}, with(func(c *Config) { c.Host = "::" })},
 		{"warm shutdown bound", env{"WARM_SHUTDOWN_TIMEOUT": "2.5"}, with(func(c *Config) { c.WarmShutdownTimeout = 2500 * time.Millisecond })},
+		{"limits", env{"HEADER_TIMEOUT": "1", "READ_TIMEOUT": "2.5", "IDLE_TIMEOUT": "3", "MAX_HEADER_BYTES": "8192",
+			"MAX_CONCURRENT": "8", "REDIS_TIMEOUT": "0.5"},
+			with(func(c *Config) {
+				c.HeaderTimeout, c.ReadTimeout, c.IdleTimeout = time.Second, 2500*time.Millisecond, 3*time.Second
+				c.MaxHeaderBytes, c.MaxConcurrent, c.RedisTimeout = 8192, 8, 500*time.Millisecond
+			})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,6 +84,10 @@ func TestConfigErrors(t *testing.T) {
 		{env{"RESULT_EXPIRES": "0.5"}, "result expires"},
 		{env{"HOST": "0.0.0.0:8000"}, "without a port"},
 		{env{"WARM_SHUTDOWN_TIMEOUT": "-1"}, "WARM_SHUTDOWN_TIMEOUT"},
+		{env{"READ_TIMEOUT": "0"}, "read timeout"},
+		{env{"REDIS_TIMEOUT": "0"}, "redis timeout"},
+		{env{"MAX_CONCURRENT": "0"}, "max concurrent"},
+		{env{"MAX_HEADER_BYTES": "0"}, "max header"},
 	}
 	for _, tt := range tests {
 		_, err := ConfigFromEnv(tt.env.get)

@@ -5,21 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/gomodule/redigo/redis"
-	"github.com/labstack/echo/v4"
-)
-
-// The original's messages, restored where the document lost characters.
-const (
-	MsgSubmitted    = "任务已提交至队列"    // POST /submit-task: task submitted to the queue
-	MsgSubmitFailed = "任务提交失败："     // followed by the cause
-	MsgNotFound     = "任务不存在或已完成清理" // GET /task-status: unknown or cleaned up
-	MsgTaskDone     = "任务执行完成"      // tasks.process_task's result message
 )
 
 // poolSize bounds the connections of each pool OpenDeps makes; callers beyond it wait.
@@ -62,14 +50,16 @@ func (d Deps) check() error {
 }
 
 // OpenDeps opens the pools cfg names: one for the broker and, when the result backend is another
-// URL, one for it. It does not dial; the services start while Redis is down and answer 503 until
+// URL, one for it. A connection that sat idle, or predates a broken one (Redis restarted), is
+// PINGed before use, within a deadline, so stale connections do not fail requests. It does not
+// dial; the services start while Redis is down and answer 503 until
 // it is back. close closes what OpenDeps opened.
 func OpenDeps(cfg Config, logger *slog.Logger) (d Deps, close func() error, err error) {
 	bu, err := celerycompat.ParseRedisURL(cfg.RedisURL)
 	if err != nil {
 		return Deps{}, nil, fmt.Errorf("rig: broker url: %w", err)
 	}
-	broker := bu.NewPool(poolSize)
+	broker := newCheckedPool(bu, poolSize)
 	d = Deps{Broker: broker, Logger: logger}
 	if cfg.ResultsURL() == cfg.RedisURL {
 		return d, broker.Close, nil
@@ -79,7 +69,7 @@ func OpenDeps(cfg Config, logger *slog.Logger) (d Deps, close func() error, err 
 		broker.Close()
 		return Deps{}, nil, fmt.Errorf("rig: result url: %w", err)
 	}
-	results := ru.NewPool(poolSize)
+	results := newCheckedPool(ru, poolSize)
 	d.Results = results
 	return d, func() error { return errors.Join(broker.Close(), results.Close()) }, nil
 }
@@ -91,40 +81,4 @@ func brokerDB(cfg Config) (int, error) {
 		return 0, fmt.Errorf("rig: broker url: %w", err)
 	}
 	return u.DB, nil
-}
-
-// ping checks one pool.
-func ping(ctx context.Context, p celerycompat.Pool) error {
-	c, err := p.GetContext(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_, err = redis.DoContext(c, ctx, "PING")
-	return err
-}
-
-// Serve serves e on ln until ctx ends, then shuts it down gracefully, waiting up to grace for the
-// requests in flight. It returns nil after a clean shutdown, the server's error if it failed, or
-// the shutdown's error (context.DeadlineExceeded when requests outlived grace). ln is closed.
-func Serve(ctx context.Context, e *echo.Echo, ln net.Listener, grace time.Duration) error {
-	e.HideBanner, e.HidePort = true, true
-	e.Listener = ln
-	errc := make(chan error, 1)
-	go func() { errc <- e.Start("") }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("rig: serve %s: %w", ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
-	defer cancel()
-	serr := e.Shutdown(sctx)
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("rig: serve %s: %w", ln.Addr(), err)
-	}
-	if serr != nil {
-		return fmt.Errorf("rig: shutdown %s: %w", ln.Addr(), serr)
-	}
-	return nil
 }

@@ -21,15 +21,27 @@
 //	MAX_BODY_BYTES, RESULT_EXPIRES, SHUTDOWN_TIMEOUT
 //	HOST                                     HTTP listen address, default 127.0.0.1; 0.0.0.0 every interface
 //	WARM_SHUTDOWN_TIMEOUT                    Go worker: bound on the warm shutdown, default 0 (none)
+//	HEADER_TIMEOUT, READ_TIMEOUT, IDLE_TIMEOUT, MAX_HEADER_BYTES, MAX_CONCURRENT, REDIS_TIMEOUT
+//	                                         the limits below
 //
 // # API (NewAPI)
 //
-//	POST /submit-task          any JSON object → 200 {"code", "message", "business_task_id",
-//	                           "celery_task_id"}; 400 not a JSON object; 413 too large; 503 Redis down
+//	POST /submit-task          any JSON object, Content-Type application/json → 200 {"code",
+//	                           "message", "business_task_id", "celery_task_id"}; 400 not a JSON
+//	                           object or nested too deep; 413 too large (the body, or the callback
+//	                           the task would send); 415 not application/json; 503 Redis down or
+//	                           too many requests in progress
 //	GET  /task-status/{id}     business or Celery id → {"code", "business_task_id", "celery_task_id",
 //	                           "status", "result", "error", "retries", "worker"}; 404 never submitted
-//	GET  /healthz              Redis PING
+//	GET  /healthz              Redis PING: 200, or 503 within a second (Redis down or hung)
 //	GET  /metrics              Prometheus text: queue depth, submissions, callback outbox
+//	                           (state="dead": callbacks the worker gave up on)
+//	GET  /callbacks/dead       those dead letters, with reason and payload (?limit=, ≤ 1000)
+//	POST /callbacks/dead/replay {"event_ids": [...]}, or {} for all → delivered again by the
+//	                           running worker's dispatcher; {"replayed", "unknown"}
+//
+// Every error answer is {"code", "message"} with a plain message: the cause is logged, never
+// answered.
 //
 // Errors differ from the original on purpose: every error is a flat {"code": <HTTP status>,
 // "message"} with that status, and an id never submitted is a real 404. The original answers it
@@ -46,7 +58,8 @@
 // # Receiver (NewReceiver)
 //
 //	POST /receive-task-result  callback.NewHandler: signature check, dedupe, store
-//	GET  /callbacks/{id}       the stored callbacks of a task (business or Celery id); 404 none
+//	GET  /callbacks/{id}       the stored callbacks of a task (business or Celery id, percent-
+//	                           encoded as needed; it may contain '/'); 404 none
 //	GET  /callbacks/stats      {"received", "unique", "duplicates", "by_status"}
 //	GET  /healthz
 //
@@ -60,6 +73,39 @@
 // after a task finishes to send the callbacks that follow with it. To see failures,
 // submit data with "fail": true, or set FAIL_EVERY: the task raises ValueError (a real Python
 // ValueError for Python readers) and a "failed" callback follows.
+//
+// # Limits
+//
+// Both HTTP services hold against slow, broken and hostile clients within these bounds (Config;
+// tests: hostile_test.go, fuzz_test.go):
+//
+//	headers          HEADER_TIMEOUT 5 s to arrive, MAX_HEADER_BYTES 16 KiB (431 beyond)
+//	request          READ_TIMEOUT 15 s for the whole request, body included (a 1 MiB body
+//	                 needs ~70 KB/s); a kept-alive connection idles IDLE_TIMEOUT 60 s
+//	body             MAX_BODY_BYTES 1 MiB (413), read as it arrives, never reserved from
+//	                 Content-Length
+//	concurrency      MAX_CONCURRENT 64 bodies read and handled at once per service (so at most
+//	                 64 MiB of bodies); beyond, a request waits up to HEADER_TIMEOUT for a slot,
+//	                 then gets 503 with Retry-After
+//	task data        nested at most MaxDataDepth (200) levels (400 beyond); and small enough
+//	                 that its callback fits MAX_BODY_BYTES as either worker writes it (Python's
+//	                 ensure_ascii turns a CJK character's 3 bytes into 6): 413 otherwise, so
+//	                 every task the API accepts can report back
+//	Redis            REDIS_TIMEOUT 2 s per Redis step of an API request: a submission answers
+//	                 503 within about twice that when Redis hangs, /healthz within 800 ms; the
+//	                 id mapping is written by a script that refuses to write once that deadline
+//	                 has passed by Redis's clock, so a submission answered 503 leaves nothing
+//	                 behind even when a paused Redis resumes and runs it (API and Redis clocks
+//	                 must agree to well within REDIS_TIMEOUT). Pooled connections idle for 1 s,
+//	                 or older than a broken one, are PINGed (500 ms deadline) before use, and
+//	                 idempotent steps (id mapping, status reads, PING) retry once on a broken
+//	                 connection, so a Redis restart does not fail requests
+//	ids              /task-status/{id} and /callbacks/{id} up to 200 bytes
+//
+// The worker's callbacks that still fail for good (a receiver answering 4xx, or out of
+// attempts) are dead letters: counted in /metrics, listed by GET /callbacks/dead and in the load
+// tester's consistency report, and sent again by POST /callbacks/dead/replay (or
+// callback.Outbox.Replay).
 //
 // Messages come from the original, whose Chinese text lost some characters in the document's
 // re-encoding; they are restored here (see MsgSubmitted and the others).

@@ -134,7 +134,7 @@ func startWorker(t testing.TB, cfg Config, deps Deps) (stop func()) {
 func startReceiver(t testing.TB, cfg *Config) (*callback.MemoryStore, http.Handler) {
 	t.Helper()
 	store := callback.NewMemoryStore()
-	e, err := NewReceiver(context.Background(), *cfg, store, nil)
+	e, err := NewReceiver(*cfg, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package rig
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -14,15 +15,22 @@ import (
 const (
 	MetricQueueLength = "celerybridge_queue_length"      // gauge {queue, priority}
 	MetricSubmissions = "celerybridge_submissions_total" // counter {outcome="ok"|"failed"|"rejected"}
-	MetricOutbox      = "celerybridge_callback_outbox"   // gauge {state="pending"|"ready"|"in_flight"|"dead"}
-	MetricRedisUp     = "celerybridge_redis_up"          // gauge: 1 when this scrape reached Redis
+	// MetricOutbox's state="dead" counts callbacks the dispatcher gave up on: list them with GET
+	// /callbacks/dead, send them again with POST /callbacks/dead/replay.
+	MetricOutbox  = "celerybridge_callback_outbox" // gauge {state="pending"|"ready"|"in_flight"|"dead"}
+	MetricRedisUp = "celerybridge_redis_up"        // gauge: 1 when this scrape reached Redis
 )
 
-// healthz answers 200 {"status": "ok"} when every Redis the API uses answers PING, else 503.
+// healthz answers 200 {"status": "ok"} when every Redis the API uses answers PING within
+// healthTimeout, else 503 (a hung Redis included). A stale connection from before a Redis
+// restart is retried, not reported.
 func (a *api) healthz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), healthTimeout)
+	defer cancel()
 	for _, p := range a.pools {
-		if err := ping(c.Request().Context(), p); err != nil {
-			return fail(c, http.StatusServiceUnavailable, "redis: "+err.Error())
+		if err := ping(ctx, p); err != nil {
+			a.log.Warn("healthz: redis", "err", err)
+			return echo.NewHTTPError(http.StatusServiceUnavailable, "unhealthy: "+msgRedisDown)
 		}
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
@@ -32,7 +40,8 @@ func (a *api) healthz(c echo.Context) error {
 // answered, with celerybridge_redis_up saying whether it did. Submissions count outcomes of POST
 // /submit-task: ok (queued), failed (Redis), rejected (400/413).
 func (a *api) metrics(c echo.Context) error {
-	ctx := c.Request().Context()
+	ctx, cancel := redisCtx(c, a.cfg)
+	defer cancel()
 	var b bytes.Buffer
 	up := 1
 

@@ -27,11 +27,12 @@ type TaskCallbacks struct {
 }
 
 // NewReceiver returns the callback receiver service: POST /receive-task-result (callback.Handler:
-// signature check when cfg.CallbackSecret is set, bodies up to cfg.MaxBodyBytes, dedupe by event
-// id), GET /callbacks/{id}, GET /callbacks/stats and GET /healthz. Callbacks are kept in store,
-// which the caller owns (OpenStore opens the one cfg names). Each new callback is logged at info
-// level, as the original printed it. ctx is not retained.
-func NewReceiver(ctx context.Context, cfg Config, store callback.Store, logger *slog.Logger) (*echo.Echo, error) {
+// signature check when cfg.CallbackSecret is set, bodies up to cfg.MaxBodyBytes read as they
+// arrive, at most cfg.MaxConcurrent at once, dedupe by event id), GET /callbacks/{id} (the id
+// percent-decoded; it may contain '/'), GET /callbacks/stats and GET /healthz, with the HTTP
+// limits of cfg. Callbacks are kept in store, which the caller owns (OpenStore opens the one cfg
+// names). Each new callback is logged at info level, as the original printed it.
+func NewReceiver(cfg Config, store callback.Store, logger *slog.Logger) (*echo.Echo, error) {
 	if store == nil {
 		return nil, errors.New("rig: NewReceiver: nil store")
 	}
@@ -45,49 +46,65 @@ func NewReceiver(ctx context.Context, cfg Config, store callback.Store, logger *
 	// costs a look-up query per callback to know whether the event is new, which the insert
 	// tells anyway.
 	h, err := callback.NewHandler(callback.HandlerConfig{
-		Store:        loggingStore{Store: store, log: logger},
-		Secret:       secret(cfg),
-		MaxBodyBytes: cfg.MaxBodyBytes,
-		Logger:       logger,
+		Store:         loggingStore{Store: store, log: logger},
+		Secret:        secret(cfg),
+		MaxBodyBytes:  cfg.MaxBodyBytes,
+		MaxConcurrent: cfg.MaxConcurrent,
+		QueueTimeout:  cfg.HeaderTimeout,
+		Logger:        logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rig: callback handler: %w", err)
 	}
-	e := newEcho()
+	r := receiver{store: store, log: logger}
+	e := newEcho(cfg, logger)
 	e.Any("/receive-task-result", echo.WrapHandler(h)) // the handler answers 405 itself
-	e.GET("/callbacks/stats", func(c echo.Context) error {
-		st, err := store.Stats(c.Request().Context())
-		if err != nil {
-			return fail(c, http.StatusInternalServerError, err.Error())
-		}
-		out := CallbackStats{Received: st.Received, Unique: st.Unique, Duplicates: st.Duplicates,
-			ByStatus: make(map[string]int64, len(st.ByStatus))}
-		for s, n := range st.ByStatus {
-			out.ByStatus[string(s)] = n
-		}
-		return c.JSON(http.StatusOK, out)
-	})
-	e.GET("/callbacks/:id", func(c echo.Context) error {
-		id := c.Param("id")
-		if id == "" || len(id) > maxIDLen {
-			return fail(c, http.StatusNotFound, "no callbacks for this task")
-		}
-		cbs, err := store.ByTaskID(c.Request().Context(), id)
-		if err != nil {
-			return fail(c, http.StatusInternalServerError, err.Error())
-		}
-		if len(cbs) == 0 {
-			return fail(c, http.StatusNotFound, "no callbacks for task "+id)
-		}
-		return c.JSON(http.StatusOK, TaskCallbacks{Code: http.StatusOK, TaskID: id, Callbacks: cbs})
-	})
-	e.GET("/healthz", func(c echo.Context) error {
-		if _, err := store.Stats(c.Request().Context()); err != nil {
-			return fail(c, http.StatusServiceUnavailable, err.Error())
-		}
-		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
-	})
+	e.GET("/callbacks/stats", r.stats)
+	e.GET("/callbacks/*", r.byTaskID)
+	e.GET("/healthz", r.healthz)
 	return e, nil
+}
+
+// receiver serves the receiver's read endpoints.
+type receiver struct {
+	store callback.Store
+	log   *slog.Logger
+}
+
+func (r receiver) stats(c echo.Context) error {
+	st, err := r.store.Stats(c.Request().Context())
+	if err != nil {
+		return echo.NewHTTPError(http.StatusInternalServerError, "cannot read the callback store").SetInternal(err)
+	}
+	out := CallbackStats{Received: st.Received, Unique: st.Unique, Duplicates: st.Duplicates,
+		ByStatus: make(map[string]int64, len(st.ByStatus))}
+	for s, n := range st.ByStatus {
+		out.ByStatus[string(s)] = n
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (r receiver) byTaskID(c echo.Context) error {
+	id, ok := pathID(c, "/callbacks/")
+	if !ok {
+		return echo.NewHTTPError(http.StatusNotFound, "no callbacks for this task")
+	}
+	cbs, err := r.store.ByTaskID(c.Request().Context(), id)
+	if err != nil {
+		return echo.NewHTTPError(http.StatusInternalServerError, "cannot read the callback store").SetInternal(err)
+	}
+	if len(cbs) == 0 {
+		return echo.NewHTTPError(http.StatusNotFound, "no callbacks for this task")
+	}
+	return c.JSON(http.StatusOK, TaskCallbacks{Code: http.StatusOK, TaskID: id, Callbacks: cbs})
+}
+
+func (r receiver) healthz(c echo.Context) error {
+	if _, err := r.store.Stats(c.Request().Context()); err != nil {
+		r.log.Warn("healthz: callback store", "err", err)
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "unhealthy: callback store unavailable")
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // OpenStore opens the store cfg names: the SQLite file cfg.CallbackDB, or an in-memory store for

@@ -29,7 +29,7 @@ func TestReceiver(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs celerytest.SyncBuffer
-	e, err := NewReceiver(ctx, cfg, store, slog.New(slog.NewTextHandler(&logs, nil)))
+	e, err := NewReceiver(cfg, store, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestReceiver(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeStore()
-	e, err = NewReceiver(ctx, cfg, store, nil)
+	e, err = NewReceiver(cfg, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestNewReceiverNilStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewReceiver(context.Background(), cfg, nil, nil); err == nil {
+	if _, err := NewReceiver(cfg, nil, nil); err == nil {
 		t.Error("NewReceiver with a nil store: no error")
 	}
 }

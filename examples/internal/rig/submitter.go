@@ -3,6 +3,7 @@ package rig
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -18,15 +19,15 @@ import (
 // that failed. A lone request is a batch of one, so it waits for nobody; under load a
 // submission costs a fraction of a round trip instead of two.
 const (
-	maxSubmitBatch  = 128 // submissions per flush
-	submitFlushers  = 4   // flushes in flight at once
-	submitRedisTime = 10 * time.Second
+	maxSubmitBatch = 128 // submissions per flush
+	submitFlushers = 4   // flushes in flight at once
 )
 
 // submitter batches submissions. It is safe for concurrent use; the zero value is not usable.
 type submitter struct {
 	ids      idStore
 	producer *celerycompat.Producer
+	timeout  time.Duration // bounds each Redis step of a flush (Config.RedisTimeout)
 	sem      chan struct{} // a slot per concurrent flush
 
 	mu      sync.Mutex
@@ -39,8 +40,8 @@ type pendingSubmit struct {
 	done   chan error // buffered: the flusher never waits for the submitter
 }
 
-func newSubmitter(ids idStore, producer *celerycompat.Producer) *submitter {
-	return &submitter{ids: ids, producer: producer, sem: make(chan struct{}, submitFlushers)}
+func newSubmitter(ids idStore, producer *celerycompat.Producer, timeout time.Duration) *submitter {
+	return &submitter{ids: ids, producer: producer, timeout: timeout, sem: make(chan struct{}, submitFlushers)}
 }
 
 // submit records ids and publishes tasks.process_task with kwargs, batched with whatever other
@@ -84,13 +85,17 @@ func (s *submitter) flushOnce(ctx context.Context) bool {
 	if n == 0 {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(ctx, submitRedisTime)
-	defer cancel()
 	all := make([]taskIDs, n)
 	for i, p := range batch {
 		all[i] = p.ids
 	}
-	if err := s.ids.putBatch(ctx, all); err != nil {
+	// Writing the mapping is idempotent (the same values again), so a stale connection is
+	// retried; its deadline is also checked by Redis, so a write Redis executes after the
+	// client was answered 503 (it hung, then resumed) writes nothing.
+	mctx, mcancel := context.WithTimeout(ctx, s.timeout)
+	defer mcancel()
+	deadline := time.Now().Add(s.timeout)
+	if err := retryBroken(mctx, func(ctx context.Context) error { return s.ids.putBatch(ctx, all, deadline) }); err != nil {
 		for _, p := range batch {
 			p.done <- err
 		}
@@ -101,7 +106,9 @@ func (s *submitter) flushOnce(ctx context.Context) bool {
 		reqs[i] = celerycompat.TaskRequest{Name: TaskName, Kwargs: p.kwargs,
 			Options: []celerycompat.SendOption{celerycompat.WithTaskID(p.ids.Celery)}}
 	}
-	_, errs := s.producer.SendBatch(ctx, reqs)
+	pctx, pcancel := context.WithTimeout(ctx, s.timeout)
+	defer pcancel()
+	_, errs := s.producer.SendBatch(pctx, reqs)
 	var failed []taskIDs
 	for i, err := range errs {
 		if err != nil {
@@ -125,22 +132,55 @@ func (s *submitter) flushOnce(ctx context.Context) bool {
 	return true
 }
 
-// putBatch records both keys of every pair in one MULTI/EXEC: all or nothing.
-func (s idStore) putBatch(ctx context.Context, all []taskIDs) error {
+// putScript writes the id mapping unless Redis's clock is past the writer's deadline.
+//
+//	KEYS[2i-1], KEYS[2i]  the two keys of pair i (business id, Celery id)
+//	ARGV[1]               the deadline, Unix ms; ARGV[2] the TTL in seconds
+//	ARGV[2+i]             pair i's value
+//	returns               1 when written, 0 when past the deadline (nothing written)
+//
+// A request whose deadline passed was answered 503; a write Redis executes only later (it was
+// paused with the command in its socket) must not leave keys behind. This compares the API's
+// clock with Redis's: they must agree to within the deadline (RedisTimeout), as NTP keeps them.
+var putScript = redis.NewScript(-1, `
+redis.replicate_commands()
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[1]) then
+  return 0
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[2 + math.ceil(i / 2)], 'EX', ARGV[2])
+end
+return 1
+`)
+
+// errPastDeadline is putBatch's error when Redis ran the write after its deadline.
+var errPastDeadline = errors.New("rig: id mapping reached Redis after its deadline")
+
+// putBatch records both keys of every pair, all or nothing, unless Redis runs it after
+// deadline.
+func (s idStore) putBatch(ctx context.Context, all []taskIDs, deadline time.Time) error {
 	c, err := s.pool.GetContext(ctx)
 	if err != nil {
 		return fmt.Errorf("record task ids: %w", err)
 	}
 	defer c.Close()
-	ttl := int64(s.ttl / time.Second)
-	_ = c.Send("MULTI")
+	args := make([]any, 0, 3*len(all)+3)
+	args = append(args, 2*len(all)) // the key count: the script takes any number of pairs
+	for _, ids := range all {
+		args = append(args, idKeyPrefix+ids.Business, idKeyPrefix+ids.Celery)
+	}
+	args = append(args, deadline.UnixMilli(), int64(s.ttl/time.Second))
 	for _, ids := range all {
 		val, _ := json.Marshal(ids) // two strings always encode
-		_ = c.Send("SET", idKeyPrefix+ids.Business, val, "EX", ttl)
-		_ = c.Send("SET", idKeyPrefix+ids.Celery, val, "EX", ttl)
+		args = append(args, val)
 	}
-	if _, err := redis.DoContext(c, ctx, "EXEC"); err != nil {
+	ok, err := redis.Int(putScript.DoContext(ctx, c, args...))
+	switch {
+	case err != nil:
 		return fmt.Errorf("record task ids: %w", err)
+	case ok != 1:
+		return errPastDeadline
 	}
 	return nil
 }

@@ -84,7 +84,7 @@ func TestNewWorkerChecks(t *testing.T) {
 	if _, _, err := NewWorker(context.Background(), cfg, Deps{}); err == nil {
 		t.Error("NewWorker without a pool: no error")
 	}
-	if _, err := NewAPI(context.Background(), cfg, Deps{}); err == nil {
+	if _, err := NewAPI(cfg, Deps{}); err == nil {
 		t.Error("NewAPI without a pool: no error")
 	}
 }
