@@ -253,7 +253,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var((*seconds)(&c.ShutdownTimeout), "shutdown-timeout", "API and receiver: seconds a graceful shutdown may take (SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&c.Host, "host", c.Host, "HTTP services: address to listen on; 0.0.0.0 for every interface (HOST)")
 	fs.Var((*seconds)(&c.WarmShutdownTimeout), "warm-shutdown-timeout", "worker: seconds the first SIGINT/SIGTERM waits for running tasks before stopping them; 0 no bound (WARM_SHUTDOWN_TIMEOUT)")
-	fs.Var((*seconds)(&c.ShutdownTimeout), "shutdown-timeout", "seconds a graceful shutdown may take (SHUTDOWN_TIMEOUT)")
 	fs.Var((*seconds)(&c.HeaderTimeout), "header-timeout", "seconds to read a request's headers (HEADER_TIMEOUT)")
 	fs.Var((*seconds)(&c.ReadTimeout), "read-timeout", "seconds to read a whole request (READ_TIMEOUT)")
 	fs.Var((*seconds)(&c.IdleTimeout), "idle-timeout", "seconds a kept-alive connection may idle (IDLE_TIMEOUT)")
