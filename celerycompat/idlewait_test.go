@@ -120,7 +120,7 @@ func TestIdleWorkerKeepsKombuOrder(t *testing.T) {
 
 	// Stage the messages in DB 2 with the same producer code, then push them to DB 0 in one
 	// MULTI, so that they all arrive while the worker is waiting.
-	stage, err := cc.NewBroker(s.r.Pool(2), cc.BrokerConfig{})
+	stage, err := cc.NewBroker(s.r.Pool(2), cc.BrokerConfig{DB: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,7 +140,7 @@ func TestCapappImports(t *testing.T) {
 	if err := os.WriteFile(script, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"cap.add", "cap.echo", "cap.fail", "cap.fail_value", "cap.on_err", "cap.record",
+	want := []string{"cap.add", "cap.echo", "cap.fail", "cap.fail_value", "cap.on_err", "cap.on_err3", "cap.record",
 		"cap.record_sleep", "cap.retry_me", "cap.sleep", "cap.tsum"}
 	for _, peer := range Peers {
 		t.Run(string(peer), func(t *testing.T) {
