@@ -56,8 +56,11 @@ func plainJSON(v any) any {
 // integer that fits. Anything else must already be assignable (strings, bools, []interface{},
 // map[string]interface{} in encoding/json's shapes); otherwise the error wraps ErrBadArguments.
 func convertArg(v any, t reflect.Type) (reflect.Value, error) {
-	if n, ok := v.(json.Number); ok {
+	switch n := v.(type) {
+	case json.Number:
 		return convertNumber(n, t)
+	case float64: // from a CeleryBroker that decodes with encoding/json
+		return convertNumber(json.Number(strconv.FormatFloat(n, 'f', -1, 64)), t)
 	}
 	pv := plainJSON(v)
 	if pv == nil {
