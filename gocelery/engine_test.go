@@ -253,3 +253,36 @@ func TestConfigErrors(t *testing.T) {
 		t.Errorf("AsyncResult literal: %v", err)
 	}
 }
+
+// TestRedisBrokerWithOwnBackend: the engine's worker with a backend known only through
+// CeleryBackend stores both outcomes through SetResult.
+func TestRedisBrokerWithOwnBackend(t *testing.T) {
+	r := celerytest.StartRedis(t)
+	be := &memBackend{res: map[string]*gocelery.ResultMessage{}}
+	cli, err := gocelery.NewCeleryClient(gocelery.NewRedisBroker(r.Pool(0)), be, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.Register("add", func(a, b int) int { return a + b })
+	cli.StartWorker()
+	defer cli.StopWorker()
+	ok, err := cli.Delay("add", 2, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := cli.Delay("add", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := ok.Get(10 * time.Second); err != nil || v != int64(5) {
+		t.Errorf("Get = %v (%T), %v; want 5", v, v, err)
+	}
+	if _, err := bad.Get(10 * time.Second); !errors.Is(err, gocelery.ErrTaskFailed) {
+		t.Errorf("one arg for two: Get error %v, want ErrTaskFailed", err)
+	}
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	if rm := be.res[bad.TaskID]; rm == nil || rm.Status != "FAILURE" || rm.Result.(map[string]interface{})["exc_type"] != "TypeError" {
+		t.Errorf("stored failure %+v, want FAILURE TypeError", rm)
+	}
+}

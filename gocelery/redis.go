@@ -25,6 +25,10 @@ type RedisCeleryBroker struct {
 	// Protocol is the task message protocol Delay writes: 2 (the default, what Celery 4+ sends)
 	// or 1 (what gocelery wrote, for Celery 3 workers).
 	Protocol int
+	// VisibilityTimeout is kombu's visibility_timeout: how long a message taken by a worker that
+	// then died waits in the unacked records before a restore sweep (any worker's, Python or Go)
+	// puts it back. Zero means kombu's default, one hour. Every worker on the queues must agree.
+	VisibilityTimeout time.Duration
 
 	once     sync.Once
 	initErr  error
@@ -79,7 +83,7 @@ func (cb *RedisCeleryBroker) engine(ctx context.Context) (*celerycompat.Broker, 
 			cb.initErr = err
 			return
 		}
-		cb.broker, err = celerycompat.NewBroker(cb.Pool, celerycompat.BrokerConfig{DB: db})
+		cb.broker, err = celerycompat.NewBroker(cb.Pool, celerycompat.BrokerConfig{DB: db, VisibilityTimeout: cb.VisibilityTimeout})
 		if err != nil {
 			cb.initErr = fmt.Errorf("gocelery: broker: %w", err)
 			return

@@ -130,18 +130,20 @@ func (w *CeleryWorker) handler(name string) celerycompat.Handler {
 			return nil, celerycompat.NewTaskError("NotRegistered", name)
 		}
 		v, err := runTask(task, req.Args, req.Kwargs)
-		if err != nil {
-			if errors.Is(err, ErrBadArguments) {
-				return nil, celerycompat.NewTaskError("TypeError", err.Error())
-			}
-			return nil, err
+		if errors.Is(err, ErrBadArguments) {
+			err = celerycompat.NewTaskError("TypeError", err.Error())
 		}
 		if _, ours := w.backend.(*RedisCeleryBackend); !ours {
-			if err := w.backend.SetResult(req.ID, &ResultMessage{ID: req.ID, Status: "SUCCESS", Result: v}); err != nil {
-				return nil, fmt.Errorf("gocelery: store result %s: %w", req.ID, err)
+			// The engine stores nothing without its own backend: store through the interface.
+			rm := &ResultMessage{ID: req.ID, Status: "SUCCESS", Result: v, Children: []interface{}{}}
+			if err != nil {
+				rm = failureMessage(req.ID, err)
+			}
+			if serr := w.backend.SetResult(req.ID, rm); serr != nil {
+				return nil, fmt.Errorf("gocelery: store result %s: %w", req.ID, serr)
 			}
 		}
-		return v, nil
+		return v, err
 	})
 }
 
@@ -168,9 +170,7 @@ func (w *CeleryWorker) pollLoop(ctx context.Context) {
 		wait = time.Millisecond
 		rm, err := w.RunTask(tm)
 		if err != nil {
-			rm = &ResultMessage{ID: tm.ID, Status: "FAILURE", Traceback: err.Error(), Result: map[string]interface{}{
-				"exc_type": "GoError", "exc_message": []interface{}{err.Error()}, "exc_module": nil,
-			}}
+			rm = failureMessage(tm.ID, err)
 		}
 		if err := w.backend.SetResult(tm.ID, rm); err != nil {
 			w.logf(ctx, "store result", err, "task_id", tm.ID)
@@ -253,4 +253,23 @@ func (w *CeleryWorker) RunTask(message *TaskMessage) (rm *ResultMessage, err err
 		return nil, err
 	}
 	return &ResultMessage{ID: message.ID, Status: "SUCCESS", Result: v, Children: []interface{}{}}, nil
+}
+
+// failureMessage is a FAILURE result in Celery's exception format, for a backend known only
+// through CeleryBackend.
+func failureMessage(id string, err error) *ResultMessage {
+	te := celerycompat.ErrorToTaskError(err)
+	if errors.Is(err, ErrBadArguments) {
+		te = celerycompat.NewTaskError("TypeError", err.Error())
+	}
+	var module interface{}
+	if te.ExcModule != "" {
+		module = te.ExcModule
+	}
+	tb := te.Traceback
+	if tb == "" {
+		tb = err.Error()
+	}
+	return &ResultMessage{ID: id, Status: "FAILURE", Traceback: tb, Children: []interface{}{},
+		Result: map[string]interface{}{"exc_type": te.ExcType, "exc_message": te.ExcMessage, "exc_module": module}}
 }
