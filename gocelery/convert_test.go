@@ -93,6 +93,9 @@ func TestCallFunc(t *testing.T) {
 			}
 		})
 	}
+	if _, err := runTask(func(a int) int { return a }, []any{json.Number("1")}, map[string]any{"b": json.Number("2")}); !errors.Is(err, ErrBadArguments) {
+		t.Errorf("kwargs to a function task: err = %v, want ErrBadArguments", err)
+	}
 	if _, err := runTask(42, nil, nil); !errors.Is(err, ErrBadArguments) {
 		t.Errorf("registered int: err = %v, want ErrBadArguments", err)
 	}

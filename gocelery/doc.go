@@ -57,6 +57,9 @@
 //   - A function's error result counts: gocelery stored only the first result and dropped a
 //     returned error. Arguments that do not fit the function (count or type) are a TypeError
 //     (ErrBadArguments), where gocelery's reflect.Call panicked and took the program down.
+//   - Keyword arguments sent to a task registered as a function fail it with TypeError, as
+//     Python does for an unexpected keyword; gocelery ignored them and ran the function on the
+//     positional arguments alone.
 //   - Each run of a CeleryTask gets a fresh copy of the registered value (when it is a pointer
 //     to a struct): gocelery called ParseKwargs and RunTask on the one registered value from
 //     every goroutine at once, a data race with numWorkers > 1.
@@ -70,9 +73,13 @@
 //     panicking.
 //   - Logging: gocelery wrote to the standard logger; this package is silent unless
 //     CeleryWorker.SetLogger is given an *slog.Logger.
-//   - Added, not changed: RedisCeleryBroker.Protocol, RedisCeleryBackend.Close,
-//     CeleryWorker.SetLogger and Err, NewCeleryMessage, CeleryMessage.DecodeTaskMessage, and
-//     the Err* sentinels.
+//   - Nothing is dropped: gocelery logged and discarded a message it could not decode, a task
+//     no one had registered, and an expired task. Here the first two go to the dead-letter list
+//     with the reason (the worker keeps serving; RedisCeleryBroker.DeadLetters reads them),
+//     and an expired task is stored as REVOKED, as Celery does.
+//   - Added, not changed: RedisCeleryBroker.Protocol, VisibilityTimeout and DeadLetters,
+//     RedisCeleryBackend.Close, CeleryWorker.SetLogger and Err, NewCeleryMessage,
+//     CeleryMessage.DecodeTaskMessage, and the Err* sentinels.
 //
 // # Not here yet: AMQP
 //

@@ -1,9 +1,11 @@
 package gocelery_test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -151,9 +153,40 @@ func TestGetTaskMessage(t *testing.T) {
 	if n, _ := redis.Int(r.Do(0, "LLEN", "celery"), nil); n != 0 {
 		t.Errorf("bad body still queued (%d)", n)
 	}
-	keys, _ := redis.Strings(r.Do(0, "KEYS", "*dead*"), nil)
-	if len(keys) == 0 {
-		t.Errorf("bad body is in no dead-letter list; keys %v", keys)
+	if dl, err := b.DeadLetters(context.Background(), 10); err != nil || len(dl) != 1 {
+		t.Errorf("dead letters %+v, %v; want the bad body", dl, err)
+	}
+}
+
+// TestUnknownTaskIsDeadLettered: a task no one registered is set aside with its reason, where
+// gocelery logged it and dropped it, and the worker keeps serving.
+func TestUnknownTaskIsDeadLettered(t *testing.T) {
+	r := celerytest.StartRedis(t)
+	pool := r.Pool(0)
+	b := gocelery.NewRedisBroker(pool)
+	backend := gocelery.NewRedisBackend(pool)
+	t.Cleanup(func() { backend.Close() })
+	cli, err := gocelery.NewCeleryClient(b, backend, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.Register("known", func() string { return "ok" })
+	cli.StartWorker()
+	defer cli.StopWorker()
+	unknown, err := cli.Delay("nobody.registered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	known, err := cli.Delay("known")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := known.Get(10 * time.Second); err != nil || v != "ok" {
+		t.Fatalf("known task after the unknown one: %v, %v", v, err)
+	}
+	dl, err := b.DeadLetters(context.Background(), 10)
+	if err != nil || len(dl) != 1 || !strings.Contains(string(dl[0].Raw), unknown.TaskID) {
+		t.Errorf("dead letters %+v, %v; want the unknown task %s", dl, err, unknown.TaskID)
 	}
 }
 

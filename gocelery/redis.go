@@ -340,3 +340,18 @@ func (cb *RedisCeleryBackend) SetResult(taskID string, result *ResultMessage) er
 	}
 	return nil
 }
+
+// DeadLetters returns up to limit messages the worker or GetTaskMessage set aside instead of
+// dropping them (undecodable, or for a task nobody registered), newest first, each with the
+// reason, the queue and the raw envelope.
+func (cb *RedisCeleryBroker) DeadLetters(ctx context.Context, limit int) ([]celerycompat.DeadLetter, error) {
+	broker, _, err := cb.engine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	dl, err := broker.DeadLetters(ctx, limit)
+	if err != nil {
+		return nil, fmt.Errorf("gocelery: dead letters: %w", err)
+	}
+	return dl, nil
+}

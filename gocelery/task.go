@@ -3,6 +3,7 @@ package gocelery
 import (
 	"fmt"
 	"reflect"
+	"sort"
 )
 
 var errorType = reflect.TypeOf((*error)(nil)).Elem()
@@ -24,7 +25,21 @@ func runTask(task interface{}, args []any, kwargs map[string]any) (any, error) {
 	if fn.Kind() != reflect.Func {
 		return nil, fmt.Errorf("%w: registered %T is neither a CeleryTask nor a function", ErrBadArguments, task)
 	}
+	if len(kwargs) > 0 {
+		// Python raises TypeError for a keyword the function does not take; dropping them
+		// silently (as gocelery did) would run the task on the wrong arguments.
+		return nil, fmt.Errorf("%w: a function task takes positional arguments only, got keyword arguments %v", ErrBadArguments, keys(kwargs))
+	}
 	return callFunc(fn, args)
+}
+
+func keys(m map[string]any) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // freshCopy gives each run its own copy of a task registered as a pointer to a struct, so
