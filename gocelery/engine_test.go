@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -317,5 +318,40 @@ func TestRedisBrokerWithOwnBackend(t *testing.T) {
 	defer be.mu.Unlock()
 	if rm := be.res[bad.TaskID]; rm == nil || rm.Status != "FAILURE" || rm.Result.(map[string]interface{})["exc_type"] != "TypeError" {
 		t.Errorf("stored failure %+v, want FAILURE TypeError", rm)
+	}
+}
+
+// TestWorkerRestarts: a stopped worker starts again, as gocelery's did, on both the engine and
+// a user's own broker.
+func TestWorkerRestarts(t *testing.T) {
+	r := celerytest.StartRedis(t)
+	pool := r.Pool(0)
+	backend := gocelery.NewRedisBackend(pool)
+	t.Cleanup(func() { backend.Close() })
+	for name, broker := range map[string]gocelery.CeleryBroker{"redis": gocelery.NewRedisBroker(pool), "own": &memBroker{}} {
+		t.Run(name, func(t *testing.T) {
+			var be gocelery.CeleryBackend = backend
+			if name == "own" {
+				be = &memBackend{res: map[string]*gocelery.ResultMessage{}}
+			}
+			cli, err := gocelery.NewCeleryClient(broker, be, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cli.Register("one", func() int { return 1 })
+			for round := range 2 {
+				ctx, cancel := context.WithCancel(context.Background())
+				cli.StartWorkerWithContext(ctx)
+				ar, err := cli.Delay("one")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if v, err := ar.Get(10 * time.Second); err != nil || fmt.Sprint(v) != "1" {
+					t.Fatalf("round %d: Get = %v, %v", round, v, err)
+				}
+				cancel()
+				cli.WaitForStopWorker()
+			}
+		})
 	}
 }

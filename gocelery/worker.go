@@ -25,6 +25,7 @@ type CeleryWorker struct {
 	mu      sync.Mutex
 	tasks   map[string]interface{}
 	cancel  context.CancelFunc
+	done    chan struct{} // closed when the current run has stopped; nil before the first
 	wg      sync.WaitGroup
 	engine  *celerycompat.Worker
 	logger  *slog.Logger
@@ -56,34 +57,49 @@ func (w *CeleryWorker) Err() error {
 }
 
 // StartWorkerWithContext starts the worker and returns at once. It runs until ctx is cancelled
-// or StopWorker is called; a worker that is already running is left as it is.
+// or StopWorker is called; a worker that is already running is left as it is, and one that has
+// stopped starts again.
 func (w *CeleryWorker) StartWorkerWithContext(ctx context.Context) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.cancel != nil {
-		return
+	if w.done != nil {
+		select {
+		case <-w.done:
+		default:
+			return // running
+		}
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	w.cancel = cancel
+	done := make(chan struct{})
+	w.cancel, w.done, w.lastErr = cancel, done, nil
 	if rb, ok := w.broker.(*RedisCeleryBroker); ok {
-		if err := w.startEngine(wctx, rb); err != nil {
+		if err := w.startEngine(wctx, rb, done); err != nil {
 			w.lastErr = err
 			w.logf(ctx, "worker did not start", err)
 			cancel()
+			close(done)
 		}
 		return
 	}
-	w.wg.Add(w.numWorkers)
+	var loops sync.WaitGroup
+	loops.Add(w.numWorkers)
+	w.wg.Add(1)
 	for range w.numWorkers {
 		go func() {
-			defer w.wg.Done()
+			defer loops.Done()
 			w.pollLoop(wctx)
 		}()
 	}
+	go func() {
+		defer w.wg.Done()
+		loops.Wait()
+		cancel()
+		close(done)
+	}()
 }
 
 // startEngine runs celerycompat's worker on the broker's engine. Called with w.mu held.
-func (w *CeleryWorker) startEngine(ctx context.Context, rb *RedisCeleryBroker) error {
+func (w *CeleryWorker) startEngine(ctx context.Context, rb *RedisCeleryBroker, done chan struct{}) error {
 	broker, _, err := rb.engine(ctx)
 	if err != nil {
 		return err
@@ -111,6 +127,7 @@ func (w *CeleryWorker) startEngine(ctx context.Context, rb *RedisCeleryBroker) e
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
+		defer close(done)
 		err := ew.Run(ctx)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			w.mu.Lock()
