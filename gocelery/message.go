@@ -58,7 +58,7 @@ func NewCeleryMessage(encodedTaskMessage string) *CeleryMessage {
 }
 
 // GetTaskMessage decodes the envelope's body as a protocol 1 task. It returns nil when the
-// envelope is not JSON in base64 UTF-8 or the body does not decode; DecodeCeleryMessage says why.
+// envelope is not JSON in base64 UTF-8 or the body does not decode; DecodeTaskMessage says why.
 func (cm *CeleryMessage) GetTaskMessage() *TaskMessage {
 	tm, err := cm.DecodeTaskMessage()
 	if err != nil {
@@ -85,8 +85,8 @@ func (cm *CeleryMessage) DecodeTaskMessage() (*TaskMessage, error) {
 	return tm, nil
 }
 
-// TaskMessage is a task in Celery's protocol 1 body layout (everything in the body). Workers
-// hand protocol 2 tasks to gocelery-shaped code in this shape too.
+// TaskMessage is a task in Celery's protocol 1 body layout (everything in the body).
+// RedisCeleryBroker.GetTaskMessage returns protocol 2 tasks in this shape too.
 type TaskMessage struct {
 	ID      string                 `json:"id"`
 	Task    string                 `json:"task"`
