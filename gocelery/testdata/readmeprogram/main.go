@@ -113,7 +113,17 @@ func main() {
 	var _ string = gocelery.NewRedisBroker(pool).QueueName
 	msg := &gocelery.CeleryMessage{Properties: gocelery.CeleryProperties{DeliveryInfo: gocelery.CeleryDeliveryInfo{RoutingKey: "celery"}}}
 	_ = msg.GetTaskMessage()
-	tm := &gocelery.TaskMessage{ID: "x", Task: "noop"}
+	eta := time.Now().Format(time.RFC3339)
+	expires := time.Now().Add(time.Hour)
+	tm := &gocelery.TaskMessage{ID: "x", Task: "noop", Args: []interface{}{}, Kwargs: map[string]interface{}{},
+		Retries: 0, ETA: &eta, Expires: &expires}
+	rm := &gocelery.ResultMessage{ID: "x", Status: "SUCCESS", Traceback: nil, Result: 1, Children: nil}
+	_ = rm
+	msg.Headers = map[string]interface{}{}
+	msg.Properties.BodyEncoding, msg.Properties.CorrelationID, msg.Properties.ReplyTo = "base64", "x", "y"
+	msg.Properties.DeliveryMode, msg.Properties.DeliveryTag = 2, "z"
+	msg.Properties.DeliveryInfo.Priority, msg.Properties.DeliveryInfo.Exchange = 0, ""
+	msg.Body, msg.ContentType, msg.ContentEncoding = "", "application/json", "utf-8"
 	if _, err := tm.Encode(); err != nil {
 		log.Fatal(err)
 	}
