@@ -355,3 +355,99 @@ func TestWorkerRestarts(t *testing.T) {
 		})
 	}
 }
+
+// TestSendCeleryMessageHonoursETAAndExpires: a protocol 1 message built the gocelery way, with
+// an ETA, does not run before it (gocelery ran it at once); one already expired is stored as
+// REVOKED (gocelery logged and dropped it).
+func TestSendCeleryMessageHonoursETAAndExpires(t *testing.T) {
+	r := celerytest.StartRedis(t)
+	pool := r.Pool(0)
+	broker := gocelery.NewRedisBroker(pool)
+	backend := gocelery.NewRedisBackend(pool)
+	t.Cleanup(func() { backend.Close() })
+	cli, err := gocelery.NewCeleryClient(broker, backend, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan time.Time, 2)
+	cli.Register("stamp", func() string { ran <- time.Now(); return "ran" })
+	cli.StartWorker()
+	defer cli.StopWorker()
+
+	eta := time.Now().Add(2 * time.Second).UTC()
+	etaText := eta.Format(time.RFC3339Nano)
+	send := func(tm *gocelery.TaskMessage) {
+		t.Helper()
+		body, err := tm.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := broker.SendCeleryMessage(gocelery.NewCeleryMessage(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-time.Minute)
+	send(&gocelery.TaskMessage{ID: "eta-1", Task: "stamp", Args: []interface{}{}, ETA: &etaText})
+	send(&gocelery.TaskMessage{ID: "expired-1", Task: "stamp", Args: []interface{}{}, Expires: &past})
+
+	deadline := time.Now().Add(20 * time.Second)
+	var when time.Time
+	for when.IsZero() {
+		select {
+		case when = <-ran:
+		case <-time.After(time.Until(deadline)):
+			t.Fatal("the ETA task never ran")
+		}
+	}
+	if when.Before(eta) {
+		t.Errorf("ETA task ran at %v, before its ETA %v", when, eta)
+	}
+	rm, err := backend.GetResult("expired-1")
+	for err != nil && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		rm, err = backend.GetResult("expired-1")
+	}
+	if err != nil || rm.Status != "REVOKED" {
+		t.Errorf("expired task: %+v, %v; want REVOKED", rm, err)
+	}
+	select {
+	case <-ran:
+		t.Error("the expired task ran")
+	default:
+	}
+}
+
+// TestSetResultPublishes: SetResult stores the result as a Python worker does, SET and PUBLISH
+// (gocelery only SETEXed, so Python's get() never woke), and GetResult reads it back.
+func TestSetResultPublishes(t *testing.T) {
+	r := celerytest.StartRedis(t)
+	pool := r.Pool(0)
+	backend := gocelery.NewRedisBackend(pool)
+	t.Cleanup(func() { backend.Close() })
+	psc := redis.PubSubConn{Conn: pool.Get()}
+	defer psc.Close()
+	if err := psc.Subscribe("celery-task-meta-t1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := psc.Receive().(redis.Subscription); !ok {
+		t.Fatal("no subscription confirmation")
+	}
+	if _, err := backend.GetResult("t1"); !errors.Is(err, gocelery.ErrResultNotAvailable) {
+		t.Fatalf("before SetResult: %v, want ErrResultNotAvailable", err)
+	}
+	if err := backend.SetResult("t1", &gocelery.ResultMessage{Status: "SUCCESS", Result: []interface{}{1, "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	msg, ok := psc.Receive().(redis.Message)
+	if !ok {
+		t.Fatal("SetResult published nothing")
+	}
+	var pub map[string]any
+	if err := json.Unmarshal(msg.Data, &pub); err != nil || pub["status"] != "SUCCESS" || pub["task_id"] != "t1" {
+		t.Errorf("published %s", msg.Data)
+	}
+	rm, err := backend.GetResult("t1")
+	if err != nil || rm.Status != "SUCCESS" || fmt.Sprint(rm.Result) != "[1 a]" {
+		t.Errorf("GetResult = %+v, %v", rm, err)
+	}
+}
