@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/celerybridge/celerybridge/callback"
+	"github.com/celerybridge/celerybridge/callback/sqlitestore"
 	"github.com/labstack/echo/v4"
 )
 
@@ -113,7 +114,7 @@ func OpenStore(ctx context.Context, cfg Config) (store callback.Store, close fun
 	if cfg.CallbackDB == ":memory:" {
 		return callback.NewMemoryStore(), func() error { return nil }, nil
 	}
-	s, err := callback.NewSQLiteStore(ctx, cfg.CallbackDB)
+	s, err := sqlitestore.New(ctx, cfg.CallbackDB)
 	if err != nil {
 		return nil, nil, fmt.Errorf("rig: open callback store %s: %w", cfg.CallbackDB, err)
 	}
