@@ -1,6 +1,14 @@
 // Package sqlitestore is a callback.Store in an SQLite database file (modernc.org/sqlite, pure
 // Go, no cgo). It lives apart from package callback so that importing callback does not compile
 // SQLite; import it where the receiver's store is chosen.
+//
+// The store group-commits: concurrent Saves share one transaction and one fsync
+// (synchronous=FULL, WAL), so a Save that returned nil is on disk. Its schema (version 2,
+// upgraded in place from version 1) keeps counters beside the rows, so Stats does not scan, and
+// leaves out of the Celery-id index the rows found by Celery id through another index (tasks
+// without a business id, callbacks without a Celery id, and event ids derived from the Celery
+// id by older senders): random Celery ids made that index cost as much as the rest of the row
+// to write.
 package sqlitestore
 
 import (
@@ -19,10 +27,10 @@ import (
 // sqliteSchema is the store's schema (PRAGMA user_version 2).
 //
 //	callbacks: one row per event id (unique index), result/body as JSON text, received_at in
-//	           Unix nanoseconds. derived is 1 when event_id is EventID(celery_task_id, status),
-//	           as from this package's sender: such rows are found by Celery id through the
-//	           event_id index, so only the others are in the celery_task_id index. Random
-//	           Celery ids made that index cost as much as the rest of the row to write.
+//	           Unix nanoseconds. derived is 1 when ByTaskID finds the row by its Celery id
+//	           without the celery_task_id index (see findableWithoutCeleryIndex), so only the
+//	           other rows are in that index: random Celery ids made it cost as much as the
+//	           rest of the row to write.
 //	callback_counters: name → value; "duplicates" counts suppressed duplicates and
 //	           "status:<status>" the stored callbacks of each status, kept in the same
 //	           transactions as the rows, so Stats costs the same for ten rows or ten million.
@@ -257,7 +265,7 @@ func (s *Store) commit(batch []sqliteSave) (inserted []bool, err error) {
 		if result == "" {
 			result = "null"
 		}
-		derived := cb.CeleryTaskID != "" && cb.EventID == callback.EventID(cb.CeleryTaskID, string(cb.Status))
+		derived := findableWithoutCeleryIndex(cb)
 		res, err := stmt.ExecContext(ctx, cb.EventID, cb.TaskID, cb.CeleryTaskID, cb.TaskName, string(cb.Status),
 			result, errText, cb.Timestamp, cb.Attempt, cb.ReceivedAt.UnixNano(), string(cb.Body), derived)
 		if err != nil {
@@ -285,6 +293,18 @@ func (s *Store) commit(batch []sqliteSave) (inserted []bool, err error) {
 	return inserted, nil
 }
 
+// findableWithoutCeleryIndex reports whether ByTaskID finds cb by its Celery id through the
+// task_id or event_id index, so that its row may stay out of the celery_task_id index (the
+// column "derived"). That holds when it has no Celery id, when its Celery id is its task_id (a
+// task without a business id: the sender sends the Celery id as "task_id"), and when its event
+// id is EventID(Celery id, status), as senders made it before event ids were derived from
+// "task_id". A callback with a business id and an event id derived from it (this module's
+// sender now) needs the index.
+func findableWithoutCeleryIndex(cb callback.Callback) bool {
+	return cb.CeleryTaskID == "" || cb.CeleryTaskID == cb.TaskID ||
+		cb.EventID == callback.EventID(cb.CeleryTaskID, string(cb.Status))
+}
+
 // Seen implements callback.Store.
 func (s *Store) Seen(ctx context.Context, eventID string) (bool, error) {
 	var one int
@@ -303,8 +323,9 @@ func (s *Store) ByTaskID(ctx context.Context, taskID string) ([]callback.Callbac
 	if taskID == "" {
 		return nil, nil
 	}
-	// Each arm uses an index: task_id; celery_task_id for rows not derived from it; and for
-	// derived rows, the two event ids their Celery id can have.
+	// Each arm uses an index: task_id (which also finds rows whose Celery id is their task_id);
+	// celery_task_id for the rows in that index; and for rows whose event id was derived from
+	// their Celery id, the two event ids it can have.
 	rows, err := s.r.QueryContext(ctx, sqliteSelect+sqliteByTaskID, taskID, callback.EventID(taskID, string(callback.StatusSuccess)), callback.EventID(taskID, string(callback.StatusFailed)))
 	if err != nil {
 		return nil, fmt.Errorf("%w: query task %s: %w", callback.ErrStore, taskID, err)

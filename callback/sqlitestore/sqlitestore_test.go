@@ -205,3 +205,49 @@ func newSQLite(t testing.TB, path string) *Store {
 	t.Cleanup(func() { _ = s.Close() }) // may be closed by the test already
 	return s
 }
+
+// TestSQLiteCeleryIndexHoldsOnlyWhatNeedsIt: the callbacks each sender makes are all found by
+// Celery id, and only those that need it are in the celery_task_id index: since event ids are
+// derived from "task_id", a callback whose Celery id is its task_id (no business id), or that
+// has no Celery id (the original Python sender), is found through the task_id index.
+func TestSQLiteCeleryIndexHoldsOnlyWhatNeedsIt(t *testing.T) {
+	ctx := context.Background()
+	s := newSQLite(t, "")
+	mk := func(event, task, celery string) callback.Callback {
+		return callback.Callback{EventID: event, TaskID: task, CeleryTaskID: celery, Status: callback.StatusSuccess,
+			Body: json.RawMessage(`{}`)}
+	}
+	ok := string(callback.StatusSuccess)
+	cbs := map[string]struct {
+		cb        callback.Callback
+		needIndex bool
+	}{
+		"business id":     {mk(callback.EventID("biz-1", ok), "biz-1", "c-1"), true},
+		"no business id":  {mk(callback.EventID("c-2", ok), "c-2", "c-2"), false},
+		"original sender": {mk(callback.EventID("biz-3", ok), "biz-3", ""), false},
+		"legacy event id": {mk(callback.EventID("c-4", ok), "biz-4", "c-4"), false},
+		"own event id":    {mk("custom-5", "biz-5", "c-5"), true},
+		"own id, no biz":  {mk("custom-6", "c-6", "c-6"), false},
+	}
+	for name, c := range cbs {
+		if ins, err := s.Save(ctx, c.cb); !ins || err != nil {
+			t.Fatalf("%s: Save = %v, %v", name, ins, err)
+		}
+	}
+	for name, c := range cbs {
+		var derived bool
+		if err := s.r.QueryRowContext(ctx, `SELECT derived FROM callbacks WHERE event_id = ?`, c.cb.EventID).Scan(&derived); err != nil {
+			t.Fatal(err)
+		}
+		if derived == c.needIndex {
+			t.Errorf("%s: in the celery_task_id index: %v, want %v", name, !derived, c.needIndex)
+		}
+		if c.cb.CeleryTaskID == "" {
+			continue
+		}
+		got, err := s.ByTaskID(ctx, c.cb.CeleryTaskID)
+		if err != nil || len(got) != 1 || got[0].EventID != c.cb.EventID {
+			t.Errorf("%s: ByTaskID(%s) = %+v, %v; want event %s", name, c.cb.CeleryTaskID, got, err, c.cb.EventID)
+		}
+	}
+}
