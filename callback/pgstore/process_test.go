@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -159,4 +160,79 @@ func TestTwoReceiverProcesses(t *testing.T) {
 			t.Errorf("ByTaskID(%s) = %d callbacks, %v; want 1", q, len(cbs), err)
 		}
 	}
+}
+
+// TestExampleReceiverOnPostgres: the example receiver (examples/callback_receiver) stores in
+// PostgreSQL when CALLBACK_DB is a postgres:// URL, and does not log the URL's password.
+func TestExampleReceiverOnPostgres(t *testing.T) {
+	url := strings.Replace(newDatabase(t), "postgres@", "postgres:hunter2@", 1) // trust auth ignores the password
+	bin := filepath.Join(t.TempDir(), "callback_receiver")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/celerybridge/celerybridge/examples/callback_receiver").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "CALLBACK_DB="+url, fmt.Sprintf("PORT=%d", port), "HOST=127.0.0.1")
+	var logs syncBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("receiver not healthy after 30s: %v\n%s", err, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	resp, err := http.Post(base+"/receive-task-result", "application/json",
+		strings.NewReader(`{"task_id":"biz-pg","status":"success","result":1,"error":null,"timestamp":"2026-12-04T20:00:00Z"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("post: %s\n%s", resp.Status, logs.String())
+	}
+	s, err := Open(context.Background(), url, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if cbs, err := s.ByTaskID(context.Background(), "biz-pg"); err != nil || len(cbs) != 1 {
+		t.Errorf("PostgreSQL holds %d callbacks for biz-pg, %v; want 1\n%s", len(cbs), err, logs.String())
+	}
+	if out := logs.String(); strings.Contains(out, "hunter2") || !strings.Contains(out, "127.0.0.1") {
+		t.Errorf("receiver log shows the database password, or no start line:\n%s", out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's stdout and stderr at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
