@@ -191,3 +191,52 @@ func TestErrors(t *testing.T) {
 		t.Errorf("Stats on a closed pool = %v, want ErrStore", err)
 	}
 }
+
+// TestLookupsCanUseIndexes: ByTaskID's query can be answered from the task_id and the partial
+// celery_task_id index, also in the generic plan a prepared statement ends up with (with
+// sequential scans disabled the planner finds a plan without one).
+func TestLookupsCanUseIndexes(t *testing.T) {
+	ctx := context.Background()
+	url := newDatabase(t)
+	pool := newPool(t, url)
+	s, err := New(ctx, pool, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `PREPARE by_task(text) AS `+byTaskIDSQL); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(ctx, `EXPLAIN EXECUTE by_task('x')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, line)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(plan, "\n")
+	if strings.Contains(joined, "Seq Scan") {
+		t.Errorf("query plan scans the table:\n%s", joined)
+	}
+	for _, ix := range []string{"callbacks_task_id", "callbacks_celery_task_id"} {
+		if !strings.Contains(joined, ix) {
+			t.Errorf("query plan does not use %s:\n%s", ix, joined)
+		}
+	}
+}
