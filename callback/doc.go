@@ -130,8 +130,9 @@
 // {"code": 200, "message": ..., "received_data": <the callback>}. The Store interface and
 // NewMemoryStore (for tests and demos) are here; stores that keep callbacks across restarts
 // live in their own packages, so a worker that only sends callbacks compiles no database
-// driver: callback/sqlitestore (modernc.org/sqlite, pure Go, group-committed). Every store
-// passes the conformance suite in callback/storetest. OnCallback costs
+// driver: callback/sqlitestore (modernc.org/sqlite, pure Go, group-committed) and
+// callback/pgstore (PostgreSQL, one database shared by several receivers). Every store passes
+// the conformance suite in callback/storetest. OnCallback costs
 // a look-up per request to tell new events from repeats; to merely log or count new callbacks,
 // wrap the Store and act when Save reports an insert (examples/internal/rig does).
 //
