@@ -3,7 +3,9 @@
 # that finds everything in place only checks and exits (well under a second).
 #
 #   Debian (apt-get): redis-server, python3-celery (5.2.6, the old peer under /usr/bin/python3),
-#                     python3-redis, python3-msgpack (for the msgpack wire capture), python3-venv.
+#                     python3-redis, python3-msgpack (for the msgpack wire capture), python3-venv,
+#                     postgresql (for callback/pgstore's tests, which start their own server from
+#                     /usr/lib/postgresql/<version>/bin as the postgres user the package creates).
 #   Go (proxy):       staticcheck $STATICCHECK (honnef.co/go/tools) into $TOOLS (default: <repo>/.tools/bin),
 #                     run by `make vet` beside go vet.
 #   PyPI (pip):       a venv at $VENV (default: <repo>/.venv) with examples/python/requirements.txt
@@ -36,6 +38,8 @@ command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
 	apt_missing+=(python3-celery)
 /usr/bin/python3 -c 'import redis' 2>/dev/null || apt_missing+=(python3-redis)
 /usr/bin/python3 -c 'import msgpack' 2>/dev/null || apt_missing+=(python3-msgpack)
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
+{ [ -x "$(pg_bin)/initdb" ] && [ -x "$(pg_bin)/pg_ctl" ] && id postgres >/dev/null 2>&1; } || apt_missing+=(postgresql)
 
 if [ ${#apt_missing[@]} -gt 0 ]; then
 	log "apt-get install ${apt_missing[*]}"
@@ -84,4 +88,4 @@ if ! venv_ok; then
 	echo "$req_hash" >"$VENV/.requirements.sha256"
 fi
 
-log "ok: $("$TOOLS/staticcheck" -version), redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), celery $(/usr/bin/python3 -c 'import celery; print(celery.__version__)') (/usr/bin/python3), celery $("$VENV/bin/python" -c 'import celery; print(celery.__version__)') ($VENV)"
+log "ok: $("$TOOLS/staticcheck" -version), redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), celery $(/usr/bin/python3 -c 'import celery; print(celery.__version__)') (/usr/bin/python3), celery $("$VENV/bin/python" -c 'import celery; print(celery.__version__)') ($VENV), $("$(pg_bin)/pg_ctl" --version)"

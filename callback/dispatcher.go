@@ -50,7 +50,7 @@ type DispatcherConfig struct {
 	// Linger, when set, is how long a dispatcher woken by Enqueue waits for more events before
 	// it claims, so that a steady trickle (one task finishing at a time) goes out in groups:
 	// fewer claims, and requests that arrive together, which a receiver that group-commits
-	// (NewSQLiteStore) stores in one transaction. It adds up to Linger to each callback's
+	// (sqlitestore.Store) stores in one transaction. It adds up to Linger to each callback's
 	// latency. Default 0: claim at once.
 	Linger time.Duration
 	// BackoffBase, BackoffCap and BackoffFactor shape the retry delay after a failed attempt n:

@@ -5,9 +5,8 @@
 // printed and swallowed any failure. Here the callback is written to a durable outbox in Redis
 // before the task is acked, delivered by a Dispatcher with retries, leases and dead letters, and
 // deduplicated by the receiver. The package depends on the standard library, redigo for the
-// outbox, fasthttp for the dispatcher's default HTTP client and modernc.org/sqlite for the
-// receiver's default store; it imports no web framework (mount the handler, a plain
-// http.Handler, in echo with echo.WrapHandler).
+// outbox and fasthttp for the dispatcher's default HTTP client; it imports no database driver
+// and no web framework (mount the handler, a plain http.Handler, in echo with echo.WrapHandler).
 //
 // Why fasthttp: on the 2-core machine the benchmarks run on, net/http's client (a reader and a
 // writer goroutine per connection) cost about a fifth more CPU per callback, CPU taken from the
@@ -128,14 +127,12 @@
 // limit, validation with a 400 saying what is wrong, and dedupe by event id (derived from
 // task_id and status when the sender sends none, as the original Python handler does), so each
 // callback reaches HandlerConfig.OnCallback and the Store once. Answers mirror the original:
-// {"code": 200, "message": ..., "received_data": <the callback>}. NewSQLiteStore keeps callbacks
-// across restarts; NewMemoryStore is for tests and demos.
-//
-// The SQLite store group-commits: concurrent Saves share one transaction and one fsync
-// (synchronous=FULL, WAL), so a Save that returned nil is on disk. Its schema (version 2,
-// upgraded in place from version 1) keeps counters beside the rows, so Stats does not scan, and
-// indexes Celery ids only for rows whose event id is not derived from them (this package's
-// sender derives it), which saves nearly half of the pages each insert writes. OnCallback costs
+// {"code": 200, "message": ..., "received_data": <the callback>}. The Store interface and
+// NewMemoryStore (for tests and demos) are here; stores that keep callbacks across restarts
+// live in their own packages, so a worker that only sends callbacks compiles no database
+// driver: callback/sqlitestore (modernc.org/sqlite, pure Go, group-committed) and
+// callback/pgstore (PostgreSQL, one database shared by several receivers). Every store passes
+// the conformance suite in callback/storetest. OnCallback costs
 // a look-up per request to tell new events from repeats; to merely log or count new callbacks,
 // wrap the Store and act when Save reports an insert (examples/internal/rig does).
 //

@@ -25,7 +25,7 @@ func ExampleSign() {
 }
 
 func ExampleNewHandler() {
-	store := callback.NewMemoryStore() // NewSQLiteStore(ctx, path) to keep callbacks across restarts
+	store := callback.NewMemoryStore() // sqlitestore.New(ctx, path) to keep callbacks across restarts
 	h, err := callback.NewHandler(callback.HandlerConfig{Store: store, Secret: []byte("shared secret")})
 	if err != nil {
 		fmt.Println(err)

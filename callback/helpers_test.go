@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -181,20 +180,6 @@ func checkExactlyOnce(t testing.TB, store Store, app *applied, evs []Event) {
 			t.Errorf("task %s: OnCallback called %d times, want 1", ev.TaskID, n)
 		}
 	}
-}
-
-// newSQLite opens a store in the test's temp dir (or at path) and closes it at the end.
-func newSQLite(t testing.TB, path string) *SQLiteStore {
-	t.Helper()
-	if path == "" {
-		path = filepath.Join(t.TempDir(), "callbacks.db")
-	}
-	s, err := NewSQLiteStore(context.Background(), path)
-	if err != nil {
-		t.Fatalf("NewSQLiteStore: %v", err)
-	}
-	t.Cleanup(func() { _ = s.Close() }) // may be closed by the test already
-	return s
 }
 
 // startReceiver serves a handler on a loopback port for the test.

@@ -92,7 +92,7 @@ func startHelperRole(t testing.TB, role, redisAddr, url string) (*exec.Cmd, *cel
 // requests are in flight; another process finishes the job. Every callback arrives once.
 func TestDispatcherKilledMidDelivery(t *testing.T) {
 	r, pool := startRedis(t)
-	store, app := newSQLite(t, ""), newApplied()
+	store, app := NewMemoryStore(), newApplied()
 	h, err := NewHandler(HandlerConfig{Store: store, Secret: testSecret, OnCallback: app.hook})
 	if err != nil {
 		t.Fatal(err)

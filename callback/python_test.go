@@ -196,7 +196,7 @@ func docPythonRecipe(t *testing.T) string {
 // signature) against the Go receiver; a resend of the same callbacks is deduped.
 func TestPythonOriginalSender(t *testing.T) {
 	py := venvPython(t)
-	store, app := newSQLite(t, ""), newApplied()
+	store, app := NewMemoryStore(), newApplied()
 	srv := startReceiver(t, HandlerConfig{Store: store, OnCallback: app.hook})
 	for round := range 2 {
 		out, err := exec.Command(py, "testdata/python_pattern.py", srv.URL+"/receive-task-result", "5", "py-sender").CombinedOutput()
@@ -228,7 +228,7 @@ func TestPythonOriginalSender(t *testing.T) {
 func TestPythonAndGoSendersDedupeTogether(t *testing.T) {
 	py := venvPython(t)
 	_, pool := startRedis(t)
-	store, app := newSQLite(t, ""), newApplied()
+	store, app := NewMemoryStore(), newApplied()
 	srv := startReceiver(t, HandlerConfig{Store: store, Secret: nil, OnCallback: app.hook})
 	ob := newTestOutbox(t, pool, srv.URL+"/receive-task-result")
 	cfg := fastDispatch()

@@ -122,7 +122,7 @@ func TestHandlerAcceptsAndDedupes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			store, app := newSQLite(t, ""), newApplied()
+			store, app := NewMemoryStore(), newApplied()
 			srv := startReceiver(t, HandlerConfig{Store: store, Secret: testSecret, OnCallback: app.hook, Clock: func() time.Time { return now }})
 			for i, wantDup := range []bool{false, true, true} {
 				status, rep, _ := post(t, srv.URL, []byte(tt.body), testSecret, now, nil)
@@ -184,7 +184,7 @@ func TestHandlerOnCallbackErrorIsRetried(t *testing.T) {
 }
 
 func TestHandlerConcurrentDuplicatesAppliedOnce(t *testing.T) {
-	store, app := newSQLite(t, ""), newApplied()
+	store, app := NewMemoryStore(), newApplied()
 	srv := startReceiver(t, HandlerConfig{Store: store, OnCallback: app.hook})
 	body := []byte(`{"task_id":"t1","status":"success","event_id":"same"}`)
 	var wg sync.WaitGroup

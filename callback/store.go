@@ -16,7 +16,8 @@ type Store interface {
 	// Seen reports whether a callback with eventID is stored.
 	Seen(ctx context.Context, eventID string) (bool, error)
 	// ByTaskID returns the callbacks whose TaskID or CeleryTaskID is taskID, oldest first. A
-	// task may have several (a failure, then a success after a retry).
+	// task may have several (a failure, then a success after a retry). An empty taskID finds
+	// nothing.
 	ByTaskID(ctx context.Context, taskID string) ([]Callback, error)
 	// Stats counts what the store received.
 	Stats(ctx context.Context) (StoreStats, error)
@@ -67,6 +68,9 @@ func (m *MemoryStore) Seen(ctx context.Context, eventID string) (bool, error) {
 
 // ByTaskID implements Store.
 func (m *MemoryStore) ByTaskID(ctx context.Context, taskID string) ([]Callback, error) {
+	if taskID == "" {
+		return nil, nil
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []Callback

@@ -1,252 +1,32 @@
-package callback
+package callback_test
 
 import (
-	"context"
-	"database/sql"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"path/filepath"
+	"os/exec"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/google/go-cmp/cmp"
+	"github.com/celerybridge/celerybridge/callback"
+	"github.com/celerybridge/celerybridge/callback/storetest"
 )
 
-func TestStores(t *testing.T) {
-	stores := []struct {
-		name string
-		open func(t *testing.T) Store
-	}{
-		{"memory", func(t *testing.T) Store { return NewMemoryStore() }},
-		{"sqlite", func(t *testing.T) Store { return newSQLite(t, "") }},
-	}
-	received := time.Unix(1_766_000_000, 123456789)
-	cb := func(task, celery string, status Status, errText *string) Callback {
-		body := fmt.Sprintf(`{"task_id":%q,"status":%q}`, task, status)
-		return Callback{EventID: EventID(celery, string(status)), TaskID: task, CeleryTaskID: celery, TaskName: "tasks.x",
-			Status: status, Result: json.RawMessage(`{"n":1}`), Error: errText, Timestamp: "2025-12-19T12:44:01+08:00",
-			Attempt: 1, ReceivedAt: received, Body: json.RawMessage(body)}
-	}
-	for _, st := range stores {
-		t.Run(st.name, func(t *testing.T) {
-			ctx := context.Background()
-			s := st.open(t)
-			fail := cb("biz-1", "c-1", StatusFailed, strp("boom"))
-			ok := cb("biz-1", "c-1", StatusSuccess, nil)
-			other := cb("biz-2", "c-2", StatusSuccess, nil)
-			custom := cb("biz-3", "c-3", StatusSuccess, nil) // a sender with event ids of its own
-			custom.EventID = "custom-3"
-			orig := cb("biz-4", "", StatusSuccess, nil) // the original Python sender: no Celery id
-			orig.EventID = EventID("biz-4", string(StatusSuccess))
-			for i, step := range []struct {
-				cb   Callback
-				want bool
-			}{{fail, true}, {fail, false}, {ok, true}, {other, true}, {ok, false}, {ok, false}, {custom, true}, {orig, true}} {
-				got, err := s.Save(ctx, step.cb)
-				if err != nil || got != step.want {
-					t.Fatalf("Save #%d (%s) = %v, %v; want %v", i, step.cb.EventID, got, err, step.want)
-				}
-			}
-			for q, want := range map[string][]Callback{"biz-1": {fail, ok}, "c-1": {fail, ok}, "c-3": {custom}, "biz-3": {custom}, "biz-4": {orig}} {
-				got, err := s.ByTaskID(ctx, q)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if diff := cmp.Diff(want, got,
-					cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
-					t.Errorf("ByTaskID(%s) (-want +got):\n%s", q, diff)
-				}
-			}
-			if got, _ := s.ByTaskID(ctx, "nope"); len(got) != 0 {
-				t.Errorf("ByTaskID(nope) = %v", got)
-			}
-			for id, want := range map[string]bool{fail.EventID: true, other.EventID: true, "nope": false} {
-				if got, err := s.Seen(ctx, id); err != nil || got != want {
-					t.Errorf("Seen(%s) = %v, %v; want %v", id, got, err, want)
-				}
-			}
-			stats, err := s.Stats(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := StoreStats{Received: 8, Unique: 5, Duplicates: 3, ByStatus: map[Status]int64{StatusSuccess: 4, StatusFailed: 1}}
-			if diff := cmp.Diff(want, stats); diff != "" {
-				t.Errorf("Stats (-want +got):\n%s", diff)
-			}
-		})
-	}
+func TestMemoryStoreConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) callback.Store { return callback.NewMemoryStore() })
 }
 
-func TestSQLiteStoreSurvivesRestart(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "cb.db")
-	s := newSQLite(t, path)
-	const n = 300
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() { // concurrent Saves share transactions
-			defer wg.Done()
-			c := Callback{EventID: fmt.Sprint("e", i%(n/2)), TaskID: fmt.Sprint("t", i%(n/2)), Status: StatusSuccess,
-				Result: json.RawMessage(`null`), ReceivedAt: time.Now(), Body: json.RawMessage(`{}`)}
-			if _, err := s.Save(ctx, c); err != nil {
-				t.Errorf("Save: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if _, err := s.Save(ctx, Callback{EventID: "x"}); !errors.Is(err, ErrStoreClosed) {
-		t.Errorf("Save after Close = %v, want ErrStoreClosed", err)
-	}
-	if err := s.Close(); !errors.Is(err, ErrStoreClosed) {
-		t.Errorf("second Close = %v, want ErrStoreClosed", err)
-	}
-
-	s2 := newSQLite(t, path)
-	stats, err := s2.Stats(ctx)
+// TestCallbackDoesNotCompileSQLite: importing package callback (a worker that only sends
+// callbacks) builds no SQLite driver; the store packages bring their databases with them.
+func TestCallbackDoesNotCompileSQLite(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/celerybridge/celerybridge/callback").CombinedOutput()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("go list -deps: %v\n%s", err, out)
 	}
-	want := StoreStats{Received: n, Unique: n / 2, Duplicates: n / 2, ByStatus: map[Status]int64{StatusSuccess: n / 2}}
-	if diff := cmp.Diff(want, stats); diff != "" {
-		t.Errorf("Stats after reopen (-want +got):\n%s", diff)
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 || !strings.Contains(string(out), "github.com/gomodule/redigo") {
+		t.Fatalf("go list -deps listed %d packages, not the callback package's dependencies:\n%s", len(deps), out)
 	}
-	if ins, err := s2.Save(ctx, Callback{EventID: "e7", TaskID: "t7", Status: StatusSuccess}); err != nil || ins {
-		t.Errorf("Save of a stored event after reopen = %v, %v; want duplicate", ins, err)
-	}
-}
-
-func TestNewSQLiteStoreBadPath(t *testing.T) {
-	for _, p := range []string{"", ":memory:", "/tmp/x.db?mode=ro"} {
-		if _, err := NewSQLiteStore(context.Background(), p); !errors.Is(err, ErrInvalidConfig) {
-			t.Errorf("NewSQLiteStore(%q) = %v, want ErrInvalidConfig", p, err)
+	for _, dep := range deps {
+		if strings.Contains(strings.ToLower(dep), "sqlite") || strings.Contains(dep, "jackc/pgx") {
+			t.Errorf("package callback depends on %s", dep)
 		}
-	}
-	if _, err := NewSQLiteStore(context.Background(), filepath.Join(t.TempDir(), "no", "such", "dir", "x.db")); !errors.Is(err, ErrStore) {
-		t.Errorf("NewSQLiteStore in a missing dir = %v, want ErrStore", err)
-	}
-}
-
-// sqliteSchemaV1 is the schema as version 1 created it.
-const sqliteSchemaV1 = `
-CREATE TABLE callbacks (
-	event_id TEXT NOT NULL, task_id TEXT NOT NULL, celery_task_id TEXT NOT NULL DEFAULT '',
-	task_name TEXT NOT NULL DEFAULT '', status TEXT NOT NULL, result TEXT NOT NULL DEFAULT 'null',
-	error TEXT, timestamp TEXT NOT NULL DEFAULT '', attempt INTEGER NOT NULL DEFAULT 0,
-	received_at INTEGER NOT NULL, body TEXT NOT NULL
-);
-CREATE UNIQUE INDEX callbacks_event_id ON callbacks (event_id);
-CREATE INDEX callbacks_task_id ON callbacks (task_id);
-CREATE INDEX callbacks_celery_task_id ON callbacks (celery_task_id);
-CREATE TABLE callback_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-PRAGMA user_version = 1;
-INSERT INTO callbacks (event_id, task_id, celery_task_id, status, received_at, body)
-	VALUES ('custom-1', 'biz-1', 'c-1', 'success', 1, '{}');
-`
-
-// TestSQLiteStoreUpgradesV1: a database written by version 1 of the schema opens, keeps its
-// rows findable by Celery id, and takes new ones.
-func TestSQLiteStoreUpgradesV1(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v1.db")
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.ExecContext(ctx, sqliteSchemaV1); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	s := newSQLite(t, path)
-	var version int
-	if err := s.r.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil || version != 2 {
-		t.Fatalf("user_version = %d, %v; want 2", version, err)
-	}
-	cb := Callback{EventID: EventID("c-1", "failed"), TaskID: "biz-1", CeleryTaskID: "c-1", Status: StatusFailed,
-		ReceivedAt: time.Unix(2, 0), Body: json.RawMessage(`{}`)}
-	if ok, err := s.Save(ctx, cb); !ok || err != nil {
-		t.Fatalf("Save = %v, %v", ok, err)
-	}
-	got, err := s.ByTaskID(ctx, "c-1")
-	if err != nil || len(got) != 2 || got[0].EventID != "custom-1" || got[1].EventID != cb.EventID {
-		t.Fatalf("ByTaskID(c-1) = %+v, %v; want the v1 row, then the new one", got, err)
-	}
-	// The counters Stats reads were filled from the v1 rows by the upgrade.
-	want := StoreStats{Received: 2, Unique: 2, ByStatus: map[Status]int64{StatusSuccess: 1, StatusFailed: 1}}
-	if st, err := s.Stats(ctx); err != nil || !cmp.Equal(want, st) {
-		t.Errorf("Stats = %+v, %v; want %+v", st, err, want)
-	}
-	s.Close()
-	if _, err := NewSQLiteStore(ctx, path); err != nil { // reopening at version 2 changes nothing
-		t.Fatalf("reopen: %v", err)
-	}
-}
-
-// TestSQLiteLookupsUseIndexes: ByTaskID never scans the table, whichever kind of id it gets.
-func TestSQLiteLookupsUseIndexes(t *testing.T) {
-	s := newSQLite(t, "")
-	rows, err := s.r.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+sqliteSelect+sqliteByTaskID, "x", "y", "z")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
-	joined := strings.Join(plan, "\n")
-	for _, d := range plan {
-		if strings.HasPrefix(d, "SCAN callbacks") && !strings.Contains(d, "INDEX") {
-			t.Errorf("query plan scans the table:\n%s", joined)
-		}
-	}
-	for _, ix := range []string{"callbacks_task_id", "callbacks_celery_task_id_other", "callbacks_event_id"} {
-		if !strings.Contains(joined, ix) {
-			t.Errorf("query plan does not use %s:\n%s", ix, joined)
-		}
-	}
-}
-
-// TestSQLiteBatchDuplicates: one group commit holding a repeat of its own event and one already
-// stored inserts each event once and counts the rest as duplicates, across statement chunks.
-func TestSQLiteBatchDuplicates(t *testing.T) {
-	ctx := context.Background()
-	s := newSQLite(t, "")
-	mk := func(id string) sqliteSave {
-		return sqliteSave{cb: Callback{EventID: id, TaskID: "t-" + id, Status: StatusSuccess, Body: json.RawMessage(`{}`)}}
-	}
-	if ok, err := s.Save(ctx, mk("old").cb); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
-	var batch []sqliteSave
-	want := []bool{}
-	for i := range 70 {
-		batch = append(batch, mk(fmt.Sprint("e", i)))
-		want = append(want, true)
-	}
-	batch = append(batch, mk("e3"), mk("old"), mk("e69"))
-	want = append(want, false, false, false)
-	got, err := s.commit(batch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !cmp.Equal(want, got) {
-		t.Errorf("inserted %v\nwant     %v", got, want)
-	}
-	st, err := s.Stats(ctx)
-	if wantSt := (StoreStats{Received: 74, Unique: 71, Duplicates: 3, ByStatus: map[Status]int64{StatusSuccess: 71}}); err != nil || !cmp.Equal(wantSt, st) {
-		t.Errorf("Stats = %+v, %v; want %+v", st, err, wantSt)
 	}
 }

@@ -3,7 +3,8 @@
 //
 //	POST /receive-task-result, GET /callbacks/{id}, GET /callbacks/stats, GET /healthz
 //
-// Callbacks are kept in SQLite (CALLBACK_DB, default callbacks.db; ":memory:" for none) and, with
+// Callbacks are kept in SQLite (CALLBACK_DB, default callbacks.db; ":memory:" for none; a
+// postgres:// URL for PostgreSQL, which several receivers may share) and, with
 // CALLBACK_SECRET set, must be signed. Bodies, headers, timeouts and concurrency are bounded
 // (MAX_BODY_BYTES, MAX_HEADER_BYTES, HEADER_TIMEOUT, READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONCURRENT).
 // Flags override the environment; see -h, and the limits in force in package
@@ -33,7 +34,7 @@ func main() {
 		if err != nil {
 			return err
 		}
-		log.Info("callback_receiver listening", "addr", ln.Addr().String(), "db", cfg.CallbackDB,
+		log.Info("callback_receiver listening", "addr", ln.Addr().String(), "db", rig.RedactDB(cfg.CallbackDB),
 			"signed", cfg.CallbackSecret != "")
 		return rig.Serve(ctx, e, ln, cfg.ShutdownTimeout)
 	})

@@ -17,7 +17,7 @@
 //	PORT                                     HTTP port, default 8000 (API) / 8001 (receiver)
 //	CALLBACK_SECRET                          HMAC secret shared by the Go worker and Go receiver
 //	FAIL_EVERY                               Go worker: every n-th task fails on purpose
-//	CALLBACK_DB                              receiver: SQLite file, default callbacks.db
+//	CALLBACK_DB                              receiver: SQLite file, default callbacks.db; postgres://… for PostgreSQL
 //	MAX_BODY_BYTES, RESULT_EXPIRES, SHUTDOWN_TIMEOUT
 //	HOST                                     HTTP listen address, default 127.0.0.1; 0.0.0.0 every interface
 //	WARM_SHUTDOWN_TIMEOUT                    Go worker: bound on the warm shutdown, default 0 (none)

@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/celerybridge/celerybridge/callback"
+	"github.com/celerybridge/celerybridge/callback/pgstore"
+	"github.com/celerybridge/celerybridge/callback/sqlitestore"
 	"github.com/labstack/echo/v4"
 )
 
@@ -107,17 +111,35 @@ func (r receiver) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// OpenStore opens the store cfg names: the SQLite file cfg.CallbackDB, or an in-memory store for
-// ":memory:". close releases it (after the server has stopped).
+// OpenStore opens the store cfg names: a PostgreSQL database for a postgres:// or
+// postgresql:// URL (callback/pgstore; receivers may share it), an in-memory store for
+// ":memory:", otherwise the SQLite file cfg.CallbackDB. close releases it (after the server has
+// stopped).
 func OpenStore(ctx context.Context, cfg Config) (store callback.Store, close func() error, err error) {
-	if cfg.CallbackDB == ":memory:" {
+	switch {
+	case cfg.CallbackDB == ":memory:":
 		return callback.NewMemoryStore(), func() error { return nil }, nil
+	case strings.HasPrefix(cfg.CallbackDB, "postgres://") || strings.HasPrefix(cfg.CallbackDB, "postgresql://"):
+		s, err := pgstore.Open(ctx, cfg.CallbackDB, pgstore.Config{})
+		if err != nil {
+			return nil, nil, fmt.Errorf("rig: open callback store %s: %w", RedactDB(cfg.CallbackDB), err)
+		}
+		return s, s.Close, nil
 	}
-	s, err := callback.NewSQLiteStore(ctx, cfg.CallbackDB)
+	s, err := sqlitestore.New(ctx, cfg.CallbackDB)
 	if err != nil {
 		return nil, nil, fmt.Errorf("rig: open callback store %s: %w", cfg.CallbackDB, err)
 	}
 	return s, s.Close, nil
+}
+
+// RedactDB returns CALLBACK_DB fit for a log: a database URL with its password replaced by
+// "xxxxx"; anything else as is.
+func RedactDB(db string) string {
+	if u, err := url.Parse(db); err == nil && u.Scheme != "" && u.User != nil {
+		return u.Redacted()
+	}
+	return db
 }
 
 // loggingStore logs each new callback once it is stored, as the original receiver printed it.

@@ -1,4 +1,15 @@
-package callback
+// Package sqlitestore is a callback.Store in an SQLite database file (modernc.org/sqlite, pure
+// Go, no cgo). It lives apart from package callback so that importing callback does not compile
+// SQLite; import it where the receiver's store is chosen.
+//
+// The store group-commits: concurrent Saves share one transaction and one fsync
+// (synchronous=FULL, WAL), so a Save that returned nil is on disk. Its schema (version 2,
+// upgraded in place from version 1) keeps counters beside the rows, so Stats does not scan, and
+// leaves out of the Celery-id index the rows found by Celery id through another index (tasks
+// without a business id, callbacks without a Celery id, and event ids derived from the Celery
+// id by older senders): random Celery ids made that index cost as much as the rest of the row
+// to write.
+package sqlitestore
 
 import (
 	"context"
@@ -9,16 +20,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/celerybridge/celerybridge/callback"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver (pure Go, no cgo)
 )
 
 // sqliteSchema is the store's schema (PRAGMA user_version 2).
 //
 //	callbacks: one row per event id (unique index), result/body as JSON text, received_at in
-//	           Unix nanoseconds. derived is 1 when event_id is EventID(celery_task_id, status),
-//	           as from this package's sender: such rows are found by Celery id through the
-//	           event_id index, so only the others are in the celery_task_id index. Random
-//	           Celery ids made that index cost as much as the rest of the row to write.
+//	           Unix nanoseconds. derived is 1 when ByTaskID finds the row by its Celery id
+//	           without the celery_task_id index (see findableWithoutCeleryIndex), so only the
+//	           other rows are in that index: random Celery ids made it cost as much as the
+//	           rest of the row to write.
 //	callback_counters: name → value; "duplicates" counts suppressed duplicates and
 //	           "status:<status>" the stored callbacks of each status, kept in the same
 //	           transactions as the rows, so Stats costs the same for ten rows or ten million.
@@ -78,12 +90,12 @@ const (
 // sqliteMaxBatch bounds how many Saves share one transaction.
 const sqliteMaxBatch = 256
 
-// SQLiteStore is a Store in an SQLite database file (modernc.org/sqlite, no cgo). It uses WAL
+// Store is a callback.Store in an SQLite database file (modernc.org/sqlite, no cgo). It uses WAL
 // mode with synchronous=FULL: when Save returns nil the row is on disk. Concurrent Saves are
 // group-committed: one writer goroutine inserts everything waiting in one transaction, so the
 // cost of the fsync is shared. Callbacks survive a restart of the receiver. It is safe for
 // concurrent use; call Close when done.
-type SQLiteStore struct {
+type Store struct {
 	w, r   *sql.DB // w: the single writer connection; r: readers (WAL lets them run alongside)
 	insert *sql.Stmt
 
@@ -94,7 +106,7 @@ type SQLiteStore struct {
 }
 
 type sqliteSave struct {
-	cb  Callback
+	cb  callback.Callback
 	res chan sqliteResult
 }
 
@@ -103,35 +115,35 @@ type sqliteResult struct {
 	err      error
 }
 
-// NewSQLiteStore opens (creating if needed) the database file at path.
-func NewSQLiteStore(ctx context.Context, path string) (*SQLiteStore, error) {
+// New opens (creating if needed) the database file at path.
+func New(ctx context.Context, path string) (*Store, error) {
 	if path == "" || path == ":memory:" || strings.ContainsAny(path, "?#") {
-		return nil, fmt.Errorf("%w: SQLite path %q: need a file path without '?' or '#' (use NewMemoryStore for memory)", ErrInvalidConfig, path)
+		return nil, fmt.Errorf("%w: SQLite path %q: need a file path without '?' or '#' (use callback.NewMemoryStore for memory)", callback.ErrInvalidConfig, path)
 	}
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
 	w, err := sql.Open("sqlite", dsn)
 	if err != nil {
-		return nil, fmt.Errorf("%w: open %s: %w", ErrStore, path, err)
+		return nil, fmt.Errorf("%w: open %s: %w", callback.ErrStore, path, err)
 	}
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	if err := sqliteMigrate(ctx, w); err != nil {
 		w.Close()
-		return nil, fmt.Errorf("%w: schema of %s: %w", ErrStore, path, err)
+		return nil, fmt.Errorf("%w: schema of %s: %w", callback.ErrStore, path, err)
 	}
 	insert, err := w.PrepareContext(ctx, sqliteInsert)
 	if err != nil {
 		w.Close()
-		return nil, fmt.Errorf("%w: prepare insert in %s: %w", ErrStore, path, err)
+		return nil, fmt.Errorf("%w: prepare insert in %s: %w", callback.ErrStore, path, err)
 	}
 	r, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
 	if err != nil {
 		w.Close()
-		return nil, fmt.Errorf("%w: open %s: %w", ErrStore, path, err)
+		return nil, fmt.Errorf("%w: open %s: %w", callback.ErrStore, path, err)
 	}
 	r.SetMaxOpenConns(4)
-	s := &SQLiteStore{w: w, r: r, insert: insert, reqs: make(chan sqliteSave, sqliteMaxBatch), done: make(chan struct{})}
+	s := &Store{w: w, r: r, insert: insert, reqs: make(chan sqliteSave, sqliteMaxBatch), done: make(chan struct{})}
 	go s.writer()
 	return s, nil
 }
@@ -164,12 +176,13 @@ func sqliteMigrate(ctx context.Context, db *sql.DB) error {
 	return tx.Commit()
 }
 
-// Close waits for pending Saves, then closes the database. Later calls return ErrStoreClosed.
-func (s *SQLiteStore) Close() error {
+// Close waits for pending Saves, then closes the database. Later calls return
+// callback.ErrStoreClosed.
+func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return ErrStoreClosed
+		return callback.ErrStoreClosed
 	}
 	s.closed = true
 	close(s.reqs)
@@ -178,13 +191,13 @@ func (s *SQLiteStore) Close() error {
 	return errors.Join(s.insert.Close(), s.w.Close(), s.r.Close())
 }
 
-// Save implements Store.
-func (s *SQLiteStore) Save(ctx context.Context, cb Callback) (bool, error) {
+// Save implements callback.Store.
+func (s *Store) Save(ctx context.Context, cb callback.Callback) (bool, error) {
 	req := sqliteSave{cb: cb, res: make(chan sqliteResult, 1)}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
-		return false, ErrStoreClosed
+		return false, callback.ErrStoreClosed
 	}
 	select {
 	case s.reqs <- req:
@@ -203,7 +216,7 @@ func (s *SQLiteStore) Save(ctx context.Context, cb Callback) (bool, error) {
 }
 
 // writer group-commits Saves until reqs is closed.
-func (s *SQLiteStore) writer() {
+func (s *Store) writer() {
 	defer close(s.done)
 	batch := make([]sqliteSave, 0, sqliteMaxBatch)
 	for req := range s.reqs {
@@ -228,11 +241,11 @@ func (s *SQLiteStore) writer() {
 }
 
 // commit inserts a batch in one transaction. On any error nothing is committed.
-func (s *SQLiteStore) commit(batch []sqliteSave) (inserted []bool, err error) {
+func (s *Store) commit(batch []sqliteSave) (inserted []bool, err error) {
 	ctx := context.Background()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: begin: %w", ErrStore, err)
+		return nil, fmt.Errorf("%w: begin: %w", callback.ErrStore, err)
 	}
 	defer func() {
 		if err != nil {
@@ -252,15 +265,15 @@ func (s *SQLiteStore) commit(batch []sqliteSave) (inserted []bool, err error) {
 		if result == "" {
 			result = "null"
 		}
-		derived := cb.CeleryTaskID != "" && cb.EventID == EventID(cb.CeleryTaskID, string(cb.Status))
+		derived := findableWithoutCeleryIndex(cb)
 		res, err := stmt.ExecContext(ctx, cb.EventID, cb.TaskID, cb.CeleryTaskID, cb.TaskName, string(cb.Status),
 			result, errText, cb.Timestamp, cb.Attempt, cb.ReceivedAt.UnixNano(), string(cb.Body), derived)
 		if err != nil {
-			return nil, fmt.Errorf("%w: insert event %s: %w", ErrStore, cb.EventID, err)
+			return nil, fmt.Errorf("%w: insert event %s: %w", callback.ErrStore, cb.EventID, err)
 		}
 		n, err := res.RowsAffected()
 		if err != nil {
-			return nil, fmt.Errorf("%w: insert event %s: %w", ErrStore, cb.EventID, err)
+			return nil, fmt.Errorf("%w: insert event %s: %w", callback.ErrStore, cb.EventID, err)
 		}
 		inserted[i] = n == 1
 		if n == 0 {
@@ -271,44 +284,57 @@ func (s *SQLiteStore) commit(batch []sqliteSave) (inserted []bool, err error) {
 	}
 	for name, n := range counts {
 		if _, err := tx.ExecContext(ctx, sqliteCount, name, n); err != nil {
-			return nil, fmt.Errorf("%w: count %s: %w", ErrStore, name, err)
+			return nil, fmt.Errorf("%w: count %s: %w", callback.ErrStore, name, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("%w: commit: %w", ErrStore, err)
+		return nil, fmt.Errorf("%w: commit: %w", callback.ErrStore, err)
 	}
 	return inserted, nil
 }
 
-// Seen implements Store.
-func (s *SQLiteStore) Seen(ctx context.Context, eventID string) (bool, error) {
+// findableWithoutCeleryIndex reports whether ByTaskID finds cb by its Celery id through the
+// task_id or event_id index, so that its row may stay out of the celery_task_id index (the
+// column "derived"). That holds when it has no Celery id, when its Celery id is its task_id (a
+// task without a business id: the sender sends the Celery id as "task_id"), and when its event
+// id is EventID(Celery id, status), as senders made it before event ids were derived from
+// "task_id". A callback with a business id and an event id derived from it (this module's
+// sender now) needs the index.
+func findableWithoutCeleryIndex(cb callback.Callback) bool {
+	return cb.CeleryTaskID == "" || cb.CeleryTaskID == cb.TaskID ||
+		cb.EventID == callback.EventID(cb.CeleryTaskID, string(cb.Status))
+}
+
+// Seen implements callback.Store.
+func (s *Store) Seen(ctx context.Context, eventID string) (bool, error) {
 	var one int
 	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM callbacks WHERE event_id = ?`, eventID).Scan(&one)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return false, nil
 	case err != nil:
-		return false, fmt.Errorf("%w: look up event %s: %w", ErrStore, eventID, err)
+		return false, fmt.Errorf("%w: look up event %s: %w", callback.ErrStore, eventID, err)
 	}
 	return true, nil
 }
 
-// ByTaskID implements Store.
-func (s *SQLiteStore) ByTaskID(ctx context.Context, taskID string) ([]Callback, error) {
+// ByTaskID implements callback.Store.
+func (s *Store) ByTaskID(ctx context.Context, taskID string) ([]callback.Callback, error) {
 	if taskID == "" {
 		return nil, nil
 	}
-	// Each arm uses an index: task_id; celery_task_id for rows not derived from it; and for
-	// derived rows, the two event ids their Celery id can have.
-	rows, err := s.r.QueryContext(ctx, sqliteSelect+sqliteByTaskID, taskID, EventID(taskID, string(StatusSuccess)), EventID(taskID, string(StatusFailed)))
+	// Each arm uses an index: task_id (which also finds rows whose Celery id is their task_id);
+	// celery_task_id for the rows in that index; and for rows whose event id was derived from
+	// their Celery id, the two event ids it can have.
+	rows, err := s.r.QueryContext(ctx, sqliteSelect+sqliteByTaskID, taskID, callback.EventID(taskID, string(callback.StatusSuccess)), callback.EventID(taskID, string(callback.StatusFailed)))
 	if err != nil {
-		return nil, fmt.Errorf("%w: query task %s: %w", ErrStore, taskID, err)
+		return nil, fmt.Errorf("%w: query task %s: %w", callback.ErrStore, taskID, err)
 	}
 	defer rows.Close()
-	var out []Callback
+	var out []callback.Callback
 	for rows.Next() {
 		var (
-			cb       Callback
+			cb       callback.Callback
 			status   string
 			result   string
 			errText  sql.NullString
@@ -317,9 +343,9 @@ func (s *SQLiteStore) ByTaskID(ctx context.Context, taskID string) ([]Callback, 
 		)
 		if err := rows.Scan(&cb.EventID, &cb.TaskID, &cb.CeleryTaskID, &cb.TaskName, &status, &result, &errText,
 			&cb.Timestamp, &cb.Attempt, &received, &body); err != nil {
-			return nil, fmt.Errorf("%w: read task %s: %w", ErrStore, taskID, err)
+			return nil, fmt.Errorf("%w: read task %s: %w", callback.ErrStore, taskID, err)
 		}
-		cb.Status, cb.Result, cb.Body = Status(status), []byte(result), []byte(body)
+		cb.Status, cb.Result, cb.Body = callback.Status(status), []byte(result), []byte(body)
 		if errText.Valid {
 			cb.Error = &errText.String
 		}
@@ -327,28 +353,28 @@ func (s *SQLiteStore) ByTaskID(ctx context.Context, taskID string) ([]Callback, 
 		out = append(out, cb)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("%w: read task %s: %w", ErrStore, taskID, err)
+		return nil, fmt.Errorf("%w: read task %s: %w", callback.ErrStore, taskID, err)
 	}
 	return out, nil
 }
 
-// Stats implements Store. It reads the counters, not the rows.
-func (s *SQLiteStore) Stats(ctx context.Context) (StoreStats, error) {
-	st := StoreStats{ByStatus: map[Status]int64{}}
+// Stats implements callback.Store. It reads the counters, not the rows.
+func (s *Store) Stats(ctx context.Context) (callback.StoreStats, error) {
+	st := callback.StoreStats{ByStatus: map[callback.Status]int64{}}
 	rows, err := s.r.QueryContext(ctx, `SELECT name, value FROM callback_counters`)
 	if err != nil {
-		return st, fmt.Errorf("%w: stats: %w", ErrStore, err)
+		return st, fmt.Errorf("%w: stats: %w", callback.ErrStore, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var name string
 		var n int64
 		if err := rows.Scan(&name, &n); err != nil {
-			return st, fmt.Errorf("%w: stats: %w", ErrStore, err)
+			return st, fmt.Errorf("%w: stats: %w", callback.ErrStore, err)
 		}
 		if status, ok := strings.CutPrefix(name, "status:"); ok {
 			if n > 0 {
-				st.ByStatus[Status(status)] = n
+				st.ByStatus[callback.Status(status)] = n
 			}
 			st.Unique += n
 		} else if name == "duplicates" {
@@ -356,7 +382,7 @@ func (s *SQLiteStore) Stats(ctx context.Context) (StoreStats, error) {
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return st, fmt.Errorf("%w: stats: %w", ErrStore, err)
+		return st, fmt.Errorf("%w: stats: %w", callback.ErrStore, err)
 	}
 	st.Received = st.Unique + st.Duplicates
 	return st, nil
