@@ -12,7 +12,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 type chordReturn struct {
