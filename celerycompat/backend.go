@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // DefaultResultExpires is Celery's result_expires default: results live one day (SETEX 86400).
@@ -193,7 +195,7 @@ func (b *Backend) StoreResult(ctx context.Context, meta ResultMeta) (stored bool
 func (b *Backend) encodeMeta(m ResultMeta) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.WriteString(`{"status": `)
-	writePyString(&buf, string(m.Status))
+	protocol.WritePyString(&buf, string(m.Status))
 	buf.WriteString(`, "result": `)
 	res, err := b.encodeResult(m.Result)
 	if err != nil {
@@ -201,7 +203,7 @@ func (b *Backend) encodeMeta(m ResultMeta) ([]byte, error) {
 	}
 	buf.Write(res)
 	buf.WriteString(`, "traceback": `)
-	writePyStringOrNull(&buf, m.Traceback)
+	protocol.WritePyStringOrNull(&buf, m.Traceback)
 	children := m.Children
 	if children == nil {
 		children = []any{}
@@ -218,17 +220,17 @@ func (b *Backend) encodeMeta(m ResultMeta) ([]byte, error) {
 		if m.DateDone != nil {
 			t = *m.DateDone
 		}
-		writePyString(&buf, b.formatDateDone(t))
+		protocol.WritePyString(&buf, b.formatDateDone(t))
 	} else {
 		buf.WriteString("null")
 	}
 	if m.GroupID != "" {
 		buf.WriteString(`, "group_id": `)
-		writePyString(&buf, m.GroupID)
+		protocol.WritePyString(&buf, m.GroupID)
 	}
 	if m.ParentID != "" {
 		buf.WriteString(`, "parent_id": `)
-		writePyString(&buf, m.ParentID)
+		protocol.WritePyString(&buf, m.ParentID)
 	}
 	if b.cfg.ResultExtended {
 		if err := b.encodeExtended(&buf, m); err != nil {
@@ -236,14 +238,14 @@ func (b *Backend) encodeMeta(m ResultMeta) ([]byte, error) {
 		}
 	}
 	buf.WriteString(`, "task_id": `)
-	writePyString(&buf, m.TaskID)
+	protocol.WritePyString(&buf, m.TaskID)
 	buf.WriteByte('}')
 	return buf.Bytes(), nil
 }
 
 func (b *Backend) encodeExtended(buf *bytes.Buffer, m ResultMeta) error {
 	buf.WriteString(`, "name": `)
-	writePyStringOrNull(buf, m.Name)
+	protocol.WritePyStringOrNull(buf, m.Name)
 	var args any = m.Args
 	if m.Args == nil {
 		args = []any{}
@@ -264,7 +266,7 @@ func (b *Backend) encodeExtended(buf *bytes.Buffer, m ResultMeta) error {
 		buf.Write(enc)
 	}
 	buf.WriteString(`, "worker": `)
-	writePyStringOrNull(buf, m.Worker)
+	protocol.WritePyStringOrNull(buf, m.Worker)
 	buf.WriteString(`, "retries": `)
 	if m.Retries != nil {
 		buf.WriteString(strconv.Itoa(*m.Retries))
@@ -272,7 +274,7 @@ func (b *Backend) encodeExtended(buf *bytes.Buffer, m ResultMeta) error {
 		buf.WriteString("null")
 	}
 	buf.WriteString(`, "queue": `)
-	writePyStringOrNull(buf, m.Queue)
+	protocol.WritePyStringOrNull(buf, m.Queue)
 	return nil
 }
 
@@ -287,9 +289,9 @@ func (b *Backend) encodeResult(v any) ([]byte, error) {
 		if r == nil {
 			return []byte("null"), nil
 		}
-		return b.codec.marshalTaskError(r)
+		return b.codec.MarshalTaskError(r)
 	case error:
-		return b.codec.marshalTaskError(ErrorToTaskError(r))
+		return b.codec.MarshalTaskError(ErrorToTaskError(r))
 	}
 	return b.codec.MarshalValue(v)
 }
@@ -318,23 +320,6 @@ type metaFieldError struct {
 
 func (e *metaFieldError) Error() string { return "encode " + e.field + ": " + e.err.Error() }
 func (e *metaFieldError) Unwrap() error { return e.err }
-
-// writeJSON writes s as a JSON string the way Python's json.dumps does (ensure_ascii).
-func writePyString(buf *bytes.Buffer, s string) {
-	q, err := Codec{}.MarshalValue(s)
-	if err != nil { // cannot happen for a string; stay valid regardless
-		q, _ = json.Marshal(s)
-	}
-	buf.Write(q)
-}
-
-func writePyStringOrNull(buf *bytes.Buffer, s string) {
-	if s == "" {
-		buf.WriteString("null")
-		return
-	}
-	writePyString(buf, s)
-}
 
 // GetMeta reads the stored result of task id. A missing key gives Status PENDING (Celery never
 // stores PENDING). Values written by Celery 5.2 through 5.7 decode, including kombu's JSON
@@ -416,7 +401,7 @@ func (b *Backend) decodeMeta(id string, raw []byte) (*ResultMeta, error) {
 		}
 	}
 	if m.Status.IsException() && m.Result != nil {
-		if m.Result, err = taskErrorFromValue(m.Result, m.Status, m.Traceback, "result"); err != nil {
+		if m.Result, err = protocol.TaskErrorFromValue(m.Result, m.Status, m.Traceback, "result"); err != nil {
 			return nil, fmt.Errorf("celerycompat: result of task %s: %w", id, err)
 		}
 	}
