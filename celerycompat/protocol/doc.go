@@ -10,8 +10,9 @@
 //   - AppendJSON, DecodeJSON, ScanJSONObject and DecodeEnvelope for the JSON that events and
 //     remote control carry, written as Python's json.dumps writes it (PyDict keeps key order).
 //   - Python's time formats (PyISOFormat, ParsePyTime, Naive) and repr (PyRepr, ArgsRepr).
-//   - The result backend's exception format: TaskError, ErrorToTaskError, NewTaskError, the
-//     exception dict (Codec.MarshalTaskError, TaskErrorFromValue); task States; Celery Versions.
+//   - The result backend's format: ResultMeta and ResultFormat (the celery-task-meta JSON, its
+//     key order and date_done per peer version), TaskError, ErrorToTaskError, NewTaskError and
+//     the exception dict (Codec.MarshalTaskError, TaskErrorFromValue); task States; Versions.
 //   - The errors of all of that: ErrDecode, ErrEncode, ErrUnsupportedContentType,
 //     ErrUnsupportedCompression, ErrBodyTooLarge, ErrInvalidConfig, *DecodeError,
 //     *ContentTypeError.
