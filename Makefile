@@ -7,7 +7,7 @@
 #   make demo     the end-to-end demo (examples/demo)
 #   make capture  re-capture the golden wire vectors in testdata/wire from both real Celery versions
 #
-# The tests start their own redis-server processes (celerycompat/celerytest), so nothing here
+# The tests start their own redis-server processes (internal/celerytest), so nothing here
 # starts Redis.
 
 SHELL := /bin/bash

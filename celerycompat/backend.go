@@ -1,17 +1,16 @@
 package celerycompat
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // DefaultResultExpires is Celery's result_expires default: results live one day (SETEX 86400).
@@ -100,31 +99,8 @@ func (b *Backend) Close() error {
 // Keys returns the key builder the backend uses.
 func (b *Backend) Keys() Keys { return b.keys }
 
-// ResultMeta is one task's stored result (celery-task-meta-<id>), decoded.
-type ResultMeta struct {
-	TaskID string
-	Status State
-	// Result is the return value (SUCCESS), the STARTED info, a custom state's meta, or for
-	// RETRY/FAILURE/REVOKED a *TaskError (nil when a RETRY stored no exception). On write a
-	// *TaskError or error is stored as an exception dict and a json.RawMessage verbatim.
-	Result    any
-	Traceback string
-	// Children are result tuples (see ResultTuple); nil is written as [].
-	Children []any
-	// DateDone is set for ready states; on write nil means now.
-	DateDone *time.Time
-	GroupID  string
-	ParentID string
-	// Extended fields (result_extended=True).
-	Name    string
-	Args    []any
-	Kwargs  map[string]any
-	Worker  string
-	Retries *int
-	Queue   string
-	// Raw is the stored JSON (set by reads).
-	Raw []byte
-}
+// ResultMeta is protocol.ResultMeta: one task's stored result, decoded.
+type ResultMeta = protocol.ResultMeta
 
 func (b *Backend) conn(ctx context.Context) (redis.Conn, error) {
 	c, err := b.pool.GetContext(ctx)
@@ -187,153 +163,20 @@ func (b *Backend) StoreResult(ctx context.Context, meta ResultMeta) (stored bool
 	return n == 1, nil
 }
 
-// encodeMeta renders meta in the byte layout Celery writes: Python's json separators and key
-// order status, result, traceback, children, date_done, [group_id], [parent_id], [name, args,
-// kwargs, worker, retries, queue], task_id.
-func (b *Backend) encodeMeta(m ResultMeta) ([]byte, error) {
-	var buf bytes.Buffer
-	buf.WriteString(`{"status": `)
-	writePyString(&buf, string(m.Status))
-	buf.WriteString(`, "result": `)
-	res, err := b.encodeResult(m.Result)
-	if err != nil {
-		return nil, &metaFieldError{"result", err}
-	}
-	buf.Write(res)
-	buf.WriteString(`, "traceback": `)
-	writePyStringOrNull(&buf, m.Traceback)
-	children := m.Children
-	if children == nil {
-		children = []any{}
-	}
-	ch, err := b.codec.MarshalValue(children)
-	if err != nil {
-		return nil, &metaFieldError{"children", err}
-	}
-	buf.WriteString(`, "children": `)
-	buf.Write(ch)
-	buf.WriteString(`, "date_done": `)
-	if m.Status.Ready() {
-		t := b.now()
-		if m.DateDone != nil {
-			t = *m.DateDone
-		}
-		writePyString(&buf, b.formatDateDone(t))
-	} else {
-		buf.WriteString("null")
-	}
-	if m.GroupID != "" {
-		buf.WriteString(`, "group_id": `)
-		writePyString(&buf, m.GroupID)
-	}
-	if m.ParentID != "" {
-		buf.WriteString(`, "parent_id": `)
-		writePyString(&buf, m.ParentID)
-	}
-	if b.cfg.ResultExtended {
-		if err := b.encodeExtended(&buf, m); err != nil {
-			return nil, err
-		}
-	}
-	buf.WriteString(`, "task_id": `)
-	writePyString(&buf, m.TaskID)
-	buf.WriteByte('}')
-	return buf.Bytes(), nil
+// format is how this backend writes and reads stored results.
+func (b *Backend) format() protocol.ResultFormat {
+	return protocol.ResultFormat{Codec: b.codec, PeerVersion: b.cfg.PeerVersion, ResultExtended: b.cfg.ResultExtended, Timezone: b.cfg.Timezone}
 }
 
-func (b *Backend) encodeExtended(buf *bytes.Buffer, m ResultMeta) error {
-	buf.WriteString(`, "name": `)
-	writePyStringOrNull(buf, m.Name)
-	var args any = m.Args
-	if m.Args == nil {
-		args = []any{}
-	}
-	var kwargs any = m.Kwargs
-	if m.Kwargs == nil {
-		kwargs = map[string]any{}
-	}
-	for _, f := range []struct {
-		name string
-		v    any
-	}{{"args", args}, {"kwargs", kwargs}} {
-		enc, err := b.codec.MarshalValue(f.v)
-		if err != nil {
-			return &metaFieldError{f.name, err}
-		}
-		buf.WriteString(`, "` + f.name + `": `)
-		buf.Write(enc)
-	}
-	buf.WriteString(`, "worker": `)
-	writePyStringOrNull(buf, m.Worker)
-	buf.WriteString(`, "retries": `)
-	if m.Retries != nil {
-		buf.WriteString(strconv.Itoa(*m.Retries))
-	} else {
-		buf.WriteString("null")
-	}
-	buf.WriteString(`, "queue": `)
-	writePyStringOrNull(buf, m.Queue)
-	return nil
-}
+// encodeMeta renders meta as Celery writes it (see protocol.ResultFormat.EncodeMeta).
+func (b *Backend) encodeMeta(m ResultMeta) ([]byte, error) { return b.format().EncodeMeta(m, b.now()) }
 
-func (b *Backend) encodeResult(v any) ([]byte, error) {
-	switch r := v.(type) {
-	case json.RawMessage:
-		if !json.Valid(r) {
-			return nil, fmt.Errorf("%w: invalid json.RawMessage", ErrEncode)
-		}
-		return r, nil
-	case *TaskError:
-		if r == nil {
-			return []byte("null"), nil
-		}
-		return b.codec.marshalTaskError(r)
-	case error:
-		return b.codec.marshalTaskError(ErrorToTaskError(r))
-	}
-	return b.codec.MarshalValue(v)
-}
+// encodeResult renders a result value, an error as Celery's exception dict.
+func (b *Backend) encodeResult(v any) ([]byte, error) { return b.format().EncodeResult(v) }
 
-// formatDateDone writes date_done as the peer's Celery does: naive UTC isoformat before 5.4,
-// UTC with "+00:00" in 5.4, the app timezone's offset from 5.5.
-func (b *Backend) formatDateDone(t time.Time) string {
-	v := b.cfg.PeerVersion
-	switch {
-	case !v.AtLeast(Celery54):
-		s := PyISOFormat(t.UTC())
-		s = strings.TrimSuffix(strings.TrimSuffix(s, "+00:00"), "Z")
-		return s
-	case !v.AtLeast(Celery55) || b.cfg.Timezone == nil:
-		return PyISOFormat(t.UTC())
-	default:
-		return PyISOFormat(t.In(b.cfg.Timezone))
-	}
-}
-
-// metaFieldError names the meta field a value failed to encode in.
-type metaFieldError struct {
-	field string
-	err   error
-}
-
-func (e *metaFieldError) Error() string { return "encode " + e.field + ": " + e.err.Error() }
-func (e *metaFieldError) Unwrap() error { return e.err }
-
-// writeJSON writes s as a JSON string the way Python's json.dumps does (ensure_ascii).
-func writePyString(buf *bytes.Buffer, s string) {
-	q, err := Codec{}.MarshalValue(s)
-	if err != nil { // cannot happen for a string; stay valid regardless
-		q, _ = json.Marshal(s)
-	}
-	buf.Write(q)
-}
-
-func writePyStringOrNull(buf *bytes.Buffer, s string) {
-	if s == "" {
-		buf.WriteString("null")
-		return
-	}
-	writePyString(buf, s)
+// decodeMeta decodes a stored or published result value of task id.
+func (b *Backend) decodeMeta(id string, raw []byte) (*ResultMeta, error) {
+	return b.format().DecodeMeta(id, raw)
 }
 
 // GetMeta reads the stored result of task id. A missing key gives Status PENDING (Celery never
@@ -368,111 +211,3 @@ func (b *Backend) Forget(ctx context.Context, id string) error {
 	}
 	return nil
 }
-
-// decodeMeta decodes a stored or published result value of task id.
-func (b *Backend) decodeMeta(id string, raw []byte) (*ResultMeta, error) {
-	fail := func(field string, err error) error {
-		var inner *DecodeError
-		if errors.As(err, &inner) && inner.Field == "value" {
-			err = inner.Err // UnmarshalValue's own wrapper: name our field instead
-		}
-		return fmt.Errorf("celerycompat: result of task %s: %w", id, &DecodeError{Field: field, Err: err})
-	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &top); err != nil {
-		return nil, fail("meta", err)
-	}
-	m := &ResultMeta{TaskID: id, Raw: raw}
-	var err error
-	str := func(field string, dst *string) {
-		if err != nil {
-			return
-		}
-		if v, ok := top[field]; ok && !isJSONNull(v) {
-			if e := json.Unmarshal(v, dst); e != nil {
-				err = fail(field, e)
-			}
-		}
-	}
-	var status string
-	if _, ok := top["status"]; !ok {
-		return nil, fail("status", errors.New("missing"))
-	}
-	str("status", &status)
-	m.Status = State(status)
-	str("traceback", &m.Traceback)
-	str("group_id", &m.GroupID)
-	str("parent_id", &m.ParentID)
-	str("name", &m.Name)
-	str("worker", &m.Worker)
-	str("queue", &m.Queue)
-	str("task_id", &m.TaskID)
-	if err != nil {
-		return nil, err
-	}
-	if v, ok := top["result"]; ok {
-		if m.Result, err = b.codec.UnmarshalValue(v); err != nil {
-			return nil, fail("result", err)
-		}
-	}
-	if m.Status.IsException() && m.Result != nil {
-		if m.Result, err = taskErrorFromValue(m.Result, m.Status, m.Traceback, "result"); err != nil {
-			return nil, fmt.Errorf("celerycompat: result of task %s: %w", id, err)
-		}
-	}
-	if v, ok := top["date_done"]; ok && !isJSONNull(v) {
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
-			return nil, fail("date_done", err)
-		}
-		t, err := ParsePyTime(s)
-		if err != nil {
-			return nil, fail("date_done", err)
-		}
-		m.DateDone = &t
-	}
-	for _, f := range []struct {
-		name string
-		dst  any
-	}{{"children", &m.Children}, {"args", &m.Args}, {"kwargs", &m.Kwargs}} {
-		v, ok := top[f.name]
-		if !ok || isJSONNull(v) {
-			continue
-		}
-		val, err := b.codec.UnmarshalValue(v)
-		if err != nil {
-			return nil, fail(f.name, err)
-		}
-		if err := assignDecoded(f.dst, val); err != nil {
-			return nil, fail(f.name, err)
-		}
-	}
-	if v, ok := top["retries"]; ok && !isJSONNull(v) {
-		var n int
-		if err := json.Unmarshal(v, &n); err != nil {
-			return nil, fail("retries", err)
-		}
-		m.Retries = &n
-	}
-	return m, nil
-}
-
-func assignDecoded(dst, val any) error {
-	switch d := dst.(type) {
-	case *[]any:
-		l, ok := val.([]any)
-		if !ok {
-			return fmt.Errorf("%T is not a list", val)
-		}
-		*d = l
-	case *map[string]any:
-		o, ok := val.(map[string]any)
-		if !ok {
-			return fmt.Errorf("%T is not an object", val)
-		}
-		*d = o
-	}
-	return nil
-}
-
-func isJSONNull(v json.RawMessage) bool { return string(bytes.TrimSpace(v)) == "null" }

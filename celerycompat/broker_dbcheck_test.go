@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // A broker whose DB disagrees with the database its pool selects is refused: before, it ran

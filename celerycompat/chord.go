@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // Chord keys Celery 5.7 added next to .j/.t/.s: .d is the set of "<task_id>:<score>" parts
@@ -40,7 +42,7 @@ type ChordError struct {
 
 // Message is the text Python gives the ChordError.
 func (e *ChordError) Message() string {
-	return fmt.Sprintf("Dependency %s raised %s", e.TaskID, pyExcRepr(e.Cause))
+	return fmt.Sprintf("Dependency %s raised %s", e.TaskID, protocol.PyExcRepr(e.Cause))
 }
 
 func (e *ChordError) Error() string {
@@ -116,9 +118,9 @@ func (b *Backend) ChordPartReturn(ctx context.Context, groupID string, groupInde
 	}
 	var member bytes.Buffer
 	member.WriteString("[1, ")
-	writePyString(&member, taskID)
+	protocol.WritePyString(&member, taskID)
 	member.WriteString(", ")
-	writePyString(&member, string(state))
+	protocol.WritePyString(&member, string(state))
 	member.WriteString(", ")
 	member.Write(res)
 	member.WriteByte(']')
@@ -172,7 +174,7 @@ func (b *Backend) decodeChordParts(groupID string, parts [][]byte) ([]any, error
 		}
 		val := tup[3]
 		if State(st).IsException() && val != nil {
-			te, err := taskErrorFromValue(val, State(st), "", field+"[3]")
+			te, err := protocol.TaskErrorFromValue(val, State(st), "", field+"[3]")
 			if err != nil {
 				return nil, err
 			}
@@ -219,14 +221,14 @@ func (b *Backend) SetChordSize(ctx context.Context, groupID string, n int) error
 func (b *Backend) SaveGroup(ctx context.Context, groupID string, taskIDs []string) error {
 	var buf bytes.Buffer
 	buf.WriteString(`{"result": [[`)
-	writePyString(&buf, groupID)
+	protocol.WritePyString(&buf, groupID)
 	buf.WriteString(`, null], [`)
 	for i, id := range taskIDs {
 		if i > 0 {
 			buf.WriteString(", ")
 		}
 		buf.WriteString(`[[`)
-		writePyString(&buf, id)
+		protocol.WritePyString(&buf, id)
 		buf.WriteString(`, null], null]`)
 	}
 	buf.WriteString(`]]}`)

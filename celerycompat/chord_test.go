@@ -12,7 +12,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 type chordReturn struct {
@@ -223,5 +223,15 @@ func TestChordPartReturnValidation(t *testing.T) {
 	}
 	if err := b.SetChordSize(context.Background(), "g", -1); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// A *ChordError converts itself (its TaskError method) when a handler returns it: Celery's
+// ChordError with the message Python writes.
+func TestErrorToTaskErrorChordError(t *testing.T) {
+	err := &ChordError{GroupID: "g", TaskID: "t1", Cause: &TaskError{ExcType: "GoError", ExcMessage: []any{"boom"}}}
+	want := &TaskError{ExcType: "ChordError", ExcModule: "celery.exceptions", ExcMessage: []any{"Dependency t1 raised GoError('boom')"}}
+	if diff := cmp.Diff(want, ErrorToTaskError(fmt.Errorf("wrapped: %w", err))); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
 	}
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 	"github.com/google/uuid"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // Celery's remote-control mailbox ("pidbox", kombu/pidbox.py) over Redis: requests are PUBLISHed
@@ -56,20 +58,20 @@ func (c *lamportClock) adjust(other int64) int64 {
 // appendFanoutEnvelope appends a kombu envelope around a JSON body (events, pidbox requests and
 // replies): base64 body, the given headers, delivery_mode and delivery_info, priority 0 and a
 // new delivery tag, laid out as kombu writes it.
-func appendFanoutEnvelope(b, body []byte, headers pyDict, deliveryMode int, exchange, routingKey string, markers bool) ([]byte, error) {
+func appendFanoutEnvelope(b, body []byte, headers protocol.PyDict, deliveryMode int, exchange, routingKey string, markers bool) ([]byte, error) {
 	b = append(b, `{"body": "`...)
 	b = base64.StdEncoding.AppendEncode(b, body)
 	b = append(b, `", "content-encoding": "utf-8", "content-type": "application/json", "headers": `...)
-	w := jsonWriter{b: b, markers: markers}
-	if err := w.value(headers, 0); err != nil {
+	b, err := protocol.AppendJSON(b, headers, 0, markers)
+	if err != nil {
 		return nil, err
 	}
-	b = append(w.b, `, "properties": {"delivery_mode": `...)
+	b = append(b, `, "properties": {"delivery_mode": `...)
 	b = strconv.AppendInt(b, int64(deliveryMode), 10)
 	b = append(b, `, "delivery_info": {"exchange": `...)
-	b = appendPyString(b, exchange)
+	b = protocol.AppendPyString(b, exchange)
 	b = append(b, `, "routing_key": `...)
-	b = appendPyString(b, routingKey)
+	b = protocol.AppendPyString(b, routingKey)
 	b = append(b, `}, "priority": 0, "body_encoding": "base64", "delivery_tag": "`...)
 	b = append(b, uuid.NewString()...)
 	return append(b, `"}}`...), nil
@@ -83,69 +85,16 @@ type kombuEnvelope struct {
 
 // decodeFanoutEnvelope reads a kombu envelope whose body is JSON (pidbox and event messages).
 func decodeFanoutEnvelope(raw []byte) (*kombuEnvelope, error) {
-	p := jsonScanner{s: string(raw)}
-	var body, bodyEncoding, contentType string
-	env := &kombuEnvelope{}
-	err := p.object(func(k string) error {
-		var err error
-		switch k {
-		case "body":
-			body, err = p.strOrNull()
-		case "content-type":
-			contentType, err = p.strOrNull()
-		case "headers":
-			var v any
-			if v, err = p.value(); err == nil {
-				env.headers, _ = v.(map[string]any)
-			}
-		case "properties":
-			err = p.object(func(pk string) error {
-				if pk == "body_encoding" {
-					var err error
-					bodyEncoding, err = p.strOrNull()
-					return err
-				}
-				return p.skipValue()
-			})
-		default:
-			err = p.skipValue()
-		}
-		if err != nil {
-			return fieldErr(k, err)
-		}
-		return nil
-	})
-	if err == nil {
-		err = p.end()
-	}
+	headers, body, err := protocol.DecodeEnvelope(raw)
 	if err != nil {
-		return nil, &DecodeError{Field: "envelope", Err: err}
+		return nil, err
 	}
-	if contentType != "" && contentType != ContentTypeJSON {
-		return nil, &ContentTypeError{ContentType: contentType, Reason: "remote control and events are JSON only"}
-	}
-	switch bodyEncoding {
-	case "base64":
-		b, err := base64.StdEncoding.DecodeString(body)
-		if err != nil {
-			return nil, &DecodeError{Field: "body", Err: fmt.Errorf("base64: %w", err)}
-		}
-		env.body = b
-	case "", "utf-8":
-		env.body = []byte(body)
-	default:
-		return nil, &DecodeError{Field: "properties.body_encoding", Err: fmt.Errorf("unsupported body encoding %q", bodyEncoding)}
-	}
-	return env, nil
+	return &kombuEnvelope{headers: headers, body: body}, nil
 }
 
 // value decodes the body as one JSON value (kombu markers converted).
 func (e *kombuEnvelope) value() (any, error) {
-	q := jsonScanner{s: string(e.body)}
-	v, err := q.value()
-	if err == nil {
-		err = q.end()
-	}
+	v, err := protocol.DecodeJSON(e.body)
 	if err != nil {
 		return nil, &DecodeError{Field: "body", Err: err}
 	}
@@ -175,11 +124,11 @@ type replyTo struct{ Exchange, RoutingKey string }
 func decodeControlRequest(v any) (*controlRequest, error) {
 	m, ok := v.(map[string]any)
 	if !ok {
-		return nil, &DecodeError{Field: "body", Err: wantErr("an object", v)}
+		return nil, &DecodeError{Field: "body", Err: protocol.WantType("an object", v)}
 	}
 	r := &controlRequest{}
 	var err error
-	if r.Method, err = genString(m["method"], "body.method"); err != nil {
+	if r.Method, err = protocol.StringOrNull(m["method"], "body.method"); err != nil {
 		return nil, err
 	}
 	if r.Method == "" {
@@ -187,7 +136,7 @@ func decodeControlRequest(v any) (*controlRequest, error) {
 	}
 	if a := m["arguments"]; a != nil {
 		if r.Arguments, ok = a.(map[string]any); !ok {
-			return nil, &DecodeError{Field: "body.arguments", Err: wantErr("an object", a)}
+			return nil, &DecodeError{Field: "body.arguments", Err: protocol.WantType("an object", a)}
 		}
 	}
 	switch d := m["destination"].(type) {
@@ -202,7 +151,7 @@ func decodeControlRequest(v any) (*controlRequest, error) {
 	case string: // not what Python sends, but unambiguous
 		r.Destination = []string{d}
 	default:
-		return nil, &DecodeError{Field: "body.destination", Err: wantErr("a list", d)}
+		return nil, &DecodeError{Field: "body.destination", Err: protocol.WantType("a list", d)}
 	}
 	r.Pattern, _ = m["pattern"].(string)
 	r.Matcher, _ = m["matcher"].(string)
@@ -381,18 +330,18 @@ func (c *Control) Broadcast(ctx context.Context, command string, args map[string
 	defer conn.Close()
 	keys := c.broker.Keys()
 
-	body := pyDict{{"method", command}, {"arguments", args}, {"destination", nil}, {"pattern", nil}, {"matcher", nil}}
+	body := protocol.PyDict{{Key: "method", Value: command}, {Key: "arguments", Value: args}, {Key: "destination", Value: nil}, {Key: "pattern", Value: nil}, {Key: "matcher", Value: nil}}
 	if o.destination != nil {
-		body[2].v = o.destination
+		body[2].Value = o.destination
 	}
 	if o.pattern != "" {
-		body[3].v = o.pattern
-		body[4].v = orDefault(o.matcher, "glob")
+		body[3].Value = o.pattern
+		body[4].Value = orDefault(o.matcher, "glob")
 	}
 	var ticket, oid string
 	if !o.noReply {
 		ticket, oid = uuid.NewString(), uuid.NewString()
-		body = append(body, pyItem{"ticket", ticket}, pyItem{"reply_to", pyDict{{"exchange", pidboxReplyExchange}, {"routing_key", oid}}})
+		body = append(body, protocol.PyItem{Key: "ticket", Value: ticket}, protocol.PyItem{Key: "reply_to", Value: protocol.PyDict{{Key: "exchange", Value: pidboxReplyExchange}, {Key: "routing_key", Value: oid}}})
 		// Bind the reply queue before publishing, as kombu does (maybe_declare of the reply queue),
 		// and remove it with its lists once done.
 		member := BindingMember(oid, "", replyQueue(oid))
@@ -402,14 +351,14 @@ func (c *Control) Broadcast(ctx context.Context, command string, args map[string
 		defer c.unbind(ctx, oid, member)
 	}
 	markers := c.broker.Codec().PeerVersion.AtLeast(Celery53)
-	w := jsonWriter{markers: markers}
-	if err := w.value(body, 0); err != nil {
+	bodyJSON, err := protocol.AppendJSON(nil, body, 0, markers)
+	if err != nil {
 		return nil, fmt.Errorf("broadcast %s: %w", command, err)
 	}
 	start := c.now()
 	expires := float64(start.Add(o.timeout).UnixNano()) / 1e9
-	headers := pyDict{{"clock", c.clock.forward()}, {"expires", expires}}
-	env, err := appendFanoutEnvelope(nil, w.b, headers, 2, pidboxExchange, "", markers)
+	headers := protocol.PyDict{{Key: "clock", Value: c.clock.forward()}, {Key: "expires", Value: expires}}
+	env, err := appendFanoutEnvelope(nil, bodyJSON, headers, 2, pidboxExchange, "", markers)
 	if err != nil {
 		return nil, fmt.Errorf("broadcast %s: %w", command, err)
 	}
@@ -500,13 +449,8 @@ func (c *Control) addReply(replies Replies, raw []byte, ticket string) {
 	if t, _ := env.headers["ticket"].(string); t != "" && t != ticket {
 		return
 	}
-	p := jsonScanner{s: string(env.body)}
-	err = p.object(func(node string) error {
-		raw, err := p.skip()
-		if err == nil {
-			replies[node] = json.RawMessage(raw)
-		}
-		return err
+	err = protocol.ScanJSONObject(env.body, func(node string, raw json.RawMessage) {
+		replies[node] = raw
 	})
 	if err != nil {
 		c.log.Warn("undecodable control reply dropped", "error", err)

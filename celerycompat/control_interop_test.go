@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // celeryCLI runs `python -m celery -A capapp <args>` of peer against the stack's Redis.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // Celery events (celery/events/dispatcher.py) over Redis: every event is PUBLISHed on the fanout
@@ -42,7 +44,7 @@ type event struct {
 	ts    time.Time
 	// fields are the event's own fields (evFields); the commonest task events carry what they
 	// need instead and are written without building a dict.
-	fields  pyDict
+	fields  protocol.PyDict
 	msg     *Message
 	result  any
 	runtime float64
@@ -116,14 +118,14 @@ func (d *eventDispatcher) close() {
 }
 
 // sendTask queues a task event when task events are on.
-func (d *eventDispatcher) sendTask(typ string, fields pyDict) {
+func (d *eventDispatcher) sendTask(typ string, fields protocol.PyDict) {
 	if d.taskOn.Load() {
 		d.enqueue(&event{typ: typ, task: true, fields: fields})
 	}
 }
 
 // sendWorker queues a worker event (online, heartbeat, offline) unless heartbeats are off.
-func (d *eventDispatcher) sendWorker(typ string, fields pyDict) {
+func (d *eventDispatcher) sendWorker(typ string, fields protocol.PyDict) {
 	if d.workerOn {
 		d.enqueue(&event{typ: typ, fields: fields})
 	}
@@ -254,7 +256,7 @@ func (d *eventDispatcher) publish(batch []*event) {
 		return
 	}
 	defer c.Close()
-	headers := pyDict{{"hostname", d.hostname}}
+	headers := protocol.PyDict{{Key: "hostname", Value: d.hostname}}
 	keys := d.broker.Keys()
 	for _, m := range msgs {
 		d.env, err = appendFanoutEnvelope(d.env[:0], d.body[m.start:m.end], headers, 1, eventsExchange, m.rk, d.markers)
@@ -282,7 +284,7 @@ func (d *eventDispatcher) publish(batch []*event) {
 // eventHead is what every event starts with, as Celery's Event() lays it out: hostname,
 // utcoffset, pid, then the clock.
 func (d *eventDispatcher) eventHead() []byte {
-	b := append([]byte(`{"hostname": `), appendPyString(nil, d.hostname)...)
+	b := append([]byte(`{"hostname": `), protocol.AppendPyString(nil, d.hostname)...)
 	b = append(b, `, "utcoffset": `...)
 	b = strconv.AppendInt(b, int64(utcOffset(d.now().Local())), 10)
 	b = append(b, `, "pid": `...)
@@ -295,7 +297,7 @@ func (d *eventDispatcher) appendEvent(b []byte, e *event, head []byte, depth int
 	b = append(b, head...)
 	b = strconv.AppendInt(b, e.clock, 10)
 	field := func(k string) { b = append(append(append(b, `, "`...), k...), `": `...) }
-	str := func(k, v string) { field(k); b = appendPyString(b, v) }
+	str := func(k, v string) { field(k); b = protocol.AppendPyString(b, v) }
 	strOrNull := func(k, v string) {
 		if v == "" {
 			field(k)
@@ -310,7 +312,7 @@ func (d *eventDispatcher) appendEvent(b []byte, e *event, head []byte, depth int
 			b = append(b, "null"...)
 			return
 		}
-		b = append(appendPyISO(append(b, '"'), *t), '"')
+		b = append(protocol.AppendPyISO(append(b, '"'), *t), '"')
 	}
 	switch e.kind {
 	case evReceived:
@@ -331,19 +333,18 @@ func (d *eventDispatcher) appendEvent(b []byte, e *event, head []byte, depth int
 		str("uuid", e.msg.ID)
 		str("result", PyRepr(e.result))
 		field("runtime")
-		b = appendPyFloat(b, e.runtime, 64)
+		b = protocol.AppendPyFloat(b, e.runtime, 64)
 	default:
 		for _, it := range e.fields {
-			field(it.k)
-			w := jsonWriter{b: b, markers: d.markers}
-			if err := w.value(it.v, depth+1); err != nil {
+			field(it.Key)
+			var err error
+			if b, err = protocol.AppendJSON(b, it.Value, depth+1, d.markers); err != nil {
 				return nil, err
 			}
-			b = w.b
 		}
 	}
 	field("timestamp")
-	b = appendPyFloat(b, unixFloat(e.ts), 64)
+	b = protocol.AppendPyFloat(b, unixFloat(e.ts), 64)
 	str("type", e.typ)
 	return append(b, '}'), nil
 }
@@ -364,11 +365,11 @@ func utcOffset(t time.Time) int {
 func unixFloat(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
 // workerFields are the fields of worker-online, -heartbeat and -offline (celery/worker/heartbeat.py).
-func (w *Worker) workerFields(freq time.Duration) pyDict {
-	return pyDict{
-		{"freq", freq.Seconds()}, {"active", w.activeCount()}, {"processed", w.stats.processed.Load()},
-		{"loadavg", loadAvg()}, {"sw_ident", SoftwareIdent}, {"sw_ver", w.ctl.events.swVer},
-		{"sw_sys", pySystem()},
+func (w *Worker) workerFields(freq time.Duration) protocol.PyDict {
+	return protocol.PyDict{
+		{Key: "freq", Value: freq.Seconds()}, {Key: "active", Value: w.activeCount()}, {Key: "processed", Value: w.stats.processed.Load()},
+		{Key: "loadavg", Value: loadAvg()}, {Key: "sw_ident", Value: SoftwareIdent}, {Key: "sw_ver", Value: w.ctl.events.swVer},
+		{Key: "sw_sys", Value: pySystem()},
 	}
 }
 
@@ -458,10 +459,10 @@ func (w *Worker) eventFailed(typ string, it *inflight, te *TaskError, traceback 
 		return
 	}
 	if te == nil {
-		ev.sendTask(typ, pyDict{{"uuid", it.msg.ID}, {"exception", "NotRegistered(" + pyRepr(it.msg.Task) + ")"}})
+		ev.sendTask(typ, protocol.PyDict{{Key: "uuid", Value: it.msg.ID}, {Key: "exception", Value: "NotRegistered(" + protocol.PyReprFull(it.msg.Task) + ")"}})
 		return
 	}
-	ev.sendTask(typ, pyDict{{"uuid", it.msg.ID}, {"exception", excRepr(te)}, {"traceback", traceback}})
+	ev.sendTask(typ, protocol.PyDict{{Key: "uuid", Value: it.msg.ID}, {Key: "exception", Value: excRepr(te)}, {Key: "traceback", Value: traceback}})
 }
 
 func (w *Worker) eventRevoked(it *inflight, terminated bool, signum *int, expired bool) {
@@ -473,12 +474,12 @@ func (w *Worker) eventRevoked(it *inflight, terminated bool, signum *int, expire
 	if signum != nil {
 		sig = *signum
 	}
-	ev.sendTask("task-revoked", pyDict{{"uuid", it.msg.ID}, {"terminated", terminated}, {"signum", sig}, {"expired", expired}})
+	ev.sendTask("task-revoked", protocol.PyDict{{Key: "uuid", Value: it.msg.ID}, {Key: "terminated", Value: terminated}, {Key: "signum", Value: sig}, {Key: "expired", Value: expired}})
 }
 
 func (w *Worker) eventRejected(id string, requeue bool) {
 	if w.ctl.events.taskOn.Load() && id != "" {
-		w.ctl.events.sendTask("task-rejected", pyDict{{"uuid", id}, {"requeue", requeue}})
+		w.ctl.events.sendTask("task-rejected", protocol.PyDict{{Key: "uuid", Value: id}, {Key: "requeue", Value: requeue}})
 	}
 }
 
@@ -491,17 +492,17 @@ func excRepr(te *TaskError) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(pyRepr(a))
+		b.WriteString(protocol.PyReprFull(a))
 	}
 	b.WriteByte(')')
-	return truncRepr(b.String())
+	return protocol.TruncRepr(b.String())
 }
 
 func argsReprOf(m *Message) string {
 	if m.ArgsRepr != "" {
 		return m.ArgsRepr
 	}
-	return argsRepr(m.Args)
+	return protocol.ArgsRepr(m.Args)
 }
 
 func kwargsReprOf(m *Message) string {

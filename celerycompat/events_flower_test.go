@@ -14,7 +14,7 @@ import (
 	"time"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // flower is a real Flower (the venv's) watching the stack's Redis.

@@ -9,7 +9,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // pyEnv is the environment that points capapp.py at the stack's Redis (broker DB 0, results DB 1).

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // Per-task log lines, in the words and at the levels of Celery's worker (celery/app/trace.py,
@@ -48,10 +50,10 @@ func (w *Worker) logOutcome(it *inflight, out *outcome, runtime time.Duration) {
 			_, soft := it.limits()
 			w.taskLog(slog.LevelWarn, it, fmt.Sprintf("Soft time limit (%s) exceeded for %s", secs(soft), name))
 		}
-		w.taskLog(slog.LevelError, it, fmt.Sprintf("Task %s raised unexpected: %s", name, pyExcRepr(te)),
+		w.taskLog(slog.LevelError, it, fmt.Sprintf("Task %s raised unexpected: %s", name, protocol.PyExcRepr(te)),
 			slog.Float64("runtime", runtime.Seconds()), slog.String("traceback", out.traceback))
 	default:
-		w.taskLog(slog.LevelInfo, it, fmt.Sprintf("Task %s succeeded in %ss: %s", name, floatRepr(runtime.Seconds()), PyRepr(out.result)),
+		w.taskLog(slog.LevelInfo, it, fmt.Sprintf("Task %s succeeded in %ss: %s", name, protocol.PyFloatRepr(runtime.Seconds()), PyRepr(out.result)),
 			slog.Float64("runtime", runtime.Seconds()))
 	}
 }
@@ -86,7 +88,7 @@ func retryText(r *RetryError, def time.Duration) string {
 	reason := r.Err.Error()
 	var te *TaskError
 	if errors.As(r.Err, &te) {
-		reason = pyExcRepr(te)
+		reason = protocol.PyExcRepr(te)
 	}
 	return "Retry " + when + ": " + reason
 }
@@ -96,5 +98,5 @@ func secs(d time.Duration) string {
 	if d%time.Second == 0 {
 		return fmt.Sprintf("%ds", int64(d/time.Second))
 	}
-	return floatRepr(d.Seconds()) + "s"
+	return protocol.PyFloatRepr(d.Seconds()) + "s"
 }

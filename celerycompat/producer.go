@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // DefaultQueue is Celery's task_default_queue.
@@ -390,7 +392,7 @@ func (p *Producer) Build(name string, args []any, kwargs map[string]any, opts ..
 			m.ExtraHeaders[k] = raw
 		}
 	}
-	m.ArgsRepr, m.KwargsRepr = argsRepr(args), PyRepr(kwargs)
+	m.ArgsRepr, m.KwargsRepr = protocol.ArgsRepr(args), PyRepr(kwargs)
 	return m, nil
 }
 

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // TestREADMECompiles builds README.md's Go code as a module outside this repository would:

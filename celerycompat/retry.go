@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // DefaultRetryDelay is Celery's default_retry_delay: the countdown of a retry that names none.
@@ -142,7 +144,7 @@ func (c *taskConfig) asRetry(err error, retries int) *RetryError {
 
 // maxRetriesError is what a task that asked to retry past its limit fails with.
 func maxRetriesError(req *Request, cause error) *TaskError {
-	msg := fmt.Sprintf("Can't retry %s[%s] args:%s kwargs:%s", req.Task, req.ID, argsRepr(req.Args), PyRepr(req.Kwargs))
+	msg := fmt.Sprintf("Can't retry %s[%s] args:%s kwargs:%s", req.Task, req.ID, protocol.ArgsRepr(req.Args), PyRepr(req.Kwargs))
 	if cause != nil {
 		msg += ": " + cause.Error()
 	}

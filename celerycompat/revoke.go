@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // Celery's limits on a worker's revoked-id set (celery/worker/state.py REVOKES_MAX and
@@ -171,7 +173,7 @@ func (s *revokedSet) addStamps(headers map[string]any) {
 			s.stamps[h] = set
 		}
 		for _, e := range maybeList(v) {
-			set[pyRepr(e)] = true
+			set[protocol.PyReprFull(e)] = true
 		}
 	}
 }
@@ -193,7 +195,7 @@ func stampsMatch(revoked map[string]map[string]bool, stamps map[string]any) bool
 			continue
 		}
 		for _, e := range maybeList(v) {
-			if set[pyRepr(e)] {
+			if set[protocol.PyReprFull(e)] {
 				return true
 			}
 		}
@@ -238,7 +240,7 @@ func signum(v any) (name string, num int, err error) {
 			return signalName(n), n, nil
 		}
 		if strings.ToUpper(x) != x {
-			return "", 0, fmt.Errorf("TypeError('signal name must be uppercase string.')")
+			return "", 0, fmt.Errorf("WantType('signal name must be uppercase string.')")
 		}
 		if !strings.HasPrefix(x, "SIG") {
 			x = "SIG" + x
@@ -253,7 +255,7 @@ func signum(v any) (name string, num int, err error) {
 			return signalName(int(f)), int(f), nil
 		}
 	}
-	return "", 0, fmt.Errorf("TypeError('signal name must be uppercase string.')")
+	return "", 0, fmt.Errorf("WantType('signal name must be uppercase string.')")
 }
 
 func signalName(n int) string {
@@ -350,7 +352,7 @@ func pySetRepr(ids []string) string {
 	}
 	parts := make([]string, len(ids))
 	for i, id := range ids {
-		parts[i] = pyRepr(id)
+		parts[i] = protocol.PyReprFull(id)
 	}
 	return "{" + strings.Join(parts, ", ") + "}"
 }
@@ -380,7 +382,7 @@ func (w *Worker) revokeStamped(ctx context.Context, a map[string]any) (any, erro
 	for k, v := range headers {
 		revokedStamps[k] = map[string]bool{}
 		for _, e := range maybeList(v) {
-			revokedStamps[k][pyRepr(e)] = true
+			revokedStamps[k][protocol.PyReprFull(e)] = true
 		}
 	}
 	matches := func(it *inflight) bool { return stampsMatch(revokedStamps, it.msg.Stamps) }
@@ -410,12 +412,12 @@ func (w *Worker) revokeStamped(ctx context.Context, a map[string]any) (any, erro
 		w.revoke(ctx, it, RevokedReasonRevoked)
 	}
 	if !terminate {
-		return ok("headers " + pyRepr(headers) + " flagged as revoked, but not terminated"), nil
+		return ok("headers " + protocol.PyReprFull(headers) + " flagged as revoked, but not terminated"), nil
 	}
 	if stopped == 0 {
-		return ok("headers " + pyRepr(headers) + " were not terminated"), nil
+		return ok("headers " + protocol.PyReprFull(headers) + " were not terminated"), nil
 	}
-	return ok("headers " + pyRepr(headers) + " revoked"), nil
+	return ok("headers " + protocol.PyReprFull(headers) + " revoked"), nil
 }
 
 // terminateActive cancels a running task's context with te, or, when the task is starting and

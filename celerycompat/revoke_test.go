@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // fakeClock is a settable clock for the revoked set and token bucket.
@@ -317,11 +319,11 @@ func TestDecodeControlRequest(t *testing.T) {
 }
 
 func TestFanoutEnvelopeRoundTrip(t *testing.T) {
-	w := jsonWriter{}
-	if err := w.value(pyDict{{"w1@vm", map[string]any{"ok": "pong"}}}, 0); err != nil {
+	body, err := protocol.AppendJSON(nil, protocol.PyDict{{Key: "w1@vm", Value: map[string]any{"ok": "pong"}}}, 0, false)
+	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := appendFanoutEnvelope(nil, w.b, pyDict{{"ticket", "t1"}, {"clock", 3}}, 1, "reply.celery.pidbox", "oid", false)
+	raw, err := appendFanoutEnvelope(nil, body, protocol.PyDict{{Key: "ticket", Value: "t1"}, {Key: "clock", Value: 3}}, 1, "reply.celery.pidbox", "oid", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,12 +382,12 @@ func FuzzDecodeControl(f *testing.F) {
 		if err != nil {
 			return
 		}
-		w := jsonWriter{markers: true}
-		b := pyDict{{"method", req.Method}, {"arguments", req.Arguments}, {"destination", req.Destination}}
-		if err := w.value(b, 0); err != nil {
+		b := protocol.PyDict{{Key: "method", Value: req.Method}, {Key: "arguments", Value: req.Arguments}, {Key: "destination", Value: req.Destination}}
+		enc, err := protocol.AppendJSON(nil, b, 0, true)
+		if err != nil {
 			return // a value only a kombu marker could carry
 		}
-		out, err := appendFanoutEnvelope(nil, w.b, pyDict{{"clock", 1}}, 2, "celery.pidbox", "", true)
+		out, err := appendFanoutEnvelope(nil, enc, protocol.PyDict{{Key: "clock", Value: 1}}, 2, "celery.pidbox", "", true)
 		if err != nil {
 			t.Fatalf("encode: %v", err)
 		}

@@ -2,5 +2,7 @@
 
 package celerycompat
 
+import "github.com/celerybridge/celerybridge/celerycompat/protocol"
+
 // rusage is unavailable off Unix (Python's resource module is Unix-only too): "rusage" is {}.
-func rusage() pyDict { return pyDict{} }
+func rusage() protocol.PyDict { return protocol.PyDict{} }

@@ -2,22 +2,26 @@
 
 package celerycompat
 
-import "syscall"
+import (
+	"syscall"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
+)
 
 // rusage is the stats command's "rusage": getrusage(RUSAGE_SELF) with Python's resource field
 // names (times in seconds; maxrss as the OS reports it, KiB on Linux).
-func rusage() pyDict {
+func rusage() protocol.PyDict {
 	var r syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &r); err != nil {
-		return pyDict{}
+		return protocol.PyDict{}
 	}
 	secs := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-	return pyDict{
-		{"utime", secs(r.Utime)}, {"stime", secs(r.Stime)}, {"maxrss", int64(r.Maxrss)},
-		{"ixrss", int64(r.Ixrss)}, {"idrss", int64(r.Idrss)}, {"isrss", int64(r.Isrss)},
-		{"minflt", int64(r.Minflt)}, {"majflt", int64(r.Majflt)}, {"nswap", int64(r.Nswap)},
-		{"inblock", int64(r.Inblock)}, {"oublock", int64(r.Oublock)}, {"msgsnd", int64(r.Msgsnd)},
-		{"msgrcv", int64(r.Msgrcv)}, {"nsignals", int64(r.Nsignals)}, {"nvcsw", int64(r.Nvcsw)},
-		{"nivcsw", int64(r.Nivcsw)},
+	return protocol.PyDict{
+		{Key: "utime", Value: secs(r.Utime)}, {Key: "stime", Value: secs(r.Stime)}, {Key: "maxrss", Value: int64(r.Maxrss)},
+		{Key: "ixrss", Value: int64(r.Ixrss)}, {Key: "idrss", Value: int64(r.Idrss)}, {Key: "isrss", Value: int64(r.Isrss)},
+		{Key: "minflt", Value: int64(r.Minflt)}, {Key: "majflt", Value: int64(r.Majflt)}, {Key: "nswap", Value: int64(r.Nswap)},
+		{Key: "inblock", Value: int64(r.Inblock)}, {Key: "oublock", Value: int64(r.Oublock)}, {Key: "msgsnd", Value: int64(r.Msgsnd)},
+		{Key: "msgrcv", Value: int64(r.Msgrcv)}, {Key: "nsignals", Value: int64(r.Nsignals)}, {Key: "nvcsw", Value: int64(r.Nvcsw)},
+		{Key: "nivcsw", Value: int64(r.Nivcsw)},
 	}
 }

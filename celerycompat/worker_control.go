@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // The worker's side of remote control: it joins the pidbox mailbox like a Celery worker
@@ -341,16 +343,15 @@ const replyQueueExpires = 10
 // or timeout) does not stay in Redis forever.
 func (w *Worker) sendReply(ctx context.Context, req *controlRequest, reply any) error {
 	markers := w.broker.Codec().PeerVersion.AtLeast(Celery53)
-	bw := jsonWriter{markers: markers}
-	if err := bw.value(pyDict{{w.cfg.Hostname, reply}}, 0); err != nil {
+	body, err := protocol.AppendJSON(nil, protocol.PyDict{{Key: w.cfg.Hostname, Value: reply}}, 0, markers)
+	if err != nil {
 		// An unencodable reply value: answer with the error instead, as a Python handler would.
-		bw = jsonWriter{markers: markers}
-		_ = bw.value(pyDict{{w.cfg.Hostname, map[string]any{"error": "EncodeError(" + pyRepr(err.Error()) + ")"}}}, 0)
+		body, _ = protocol.AppendJSON(nil, protocol.PyDict{{Key: w.cfg.Hostname, Value: map[string]any{"error": "EncodeError(" + protocol.PyReprFull(err.Error()) + ")"}}}, 0, markers)
 	}
 	rk := req.ReplyTo.RoutingKey
 	exchange := orDefault(req.ReplyTo.Exchange, pidboxReplyExchange)
-	headers := pyDict{{"ticket", strOrNil(req.Ticket)}, {"clock", w.ctl.clock.forward()}}
-	env, err := appendFanoutEnvelope(nil, bw.b, headers, 1, exchange, rk, markers)
+	headers := protocol.PyDict{{Key: "ticket", Value: strOrNil(req.Ticket)}, {Key: "clock", Value: w.ctl.clock.forward()}}
+	env, err := appendFanoutEnvelope(nil, body, headers, 1, exchange, rk, markers)
 	if err != nil {
 		return err
 	}
@@ -497,4 +498,12 @@ func terminatedCause(ctx context.Context) *TerminatedError {
 		return te
 	}
 	return nil
+}
+
+// strOrNil is s, or nil (JSON null) when s is empty.
+func strOrNil(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // Remote-control commands, with the reply shapes of celery/worker/control.py (Celery 5.7).
@@ -100,7 +102,7 @@ func (w *Worker) controlCommand(ctx context.Context, req *controlRequest) (any, 
 	case "election":
 		return nil, nil // no gossip
 	}
-	return nil, pyError("KeyError(" + pyRepr(req.Method) + ")")
+	return nil, pyError("KeyError(" + protocol.PyReprFull(req.Method) + ")")
 }
 
 func stringsAny(s []string) []any {
@@ -134,7 +136,7 @@ func (w *Worker) etaHeld(it *inflight) bool {
 }
 
 // requestInfo is Celery's Request.info(safe).
-func (w *Worker) requestInfo(it *inflight, safe bool) pyDict {
+func (w *Worker) requestInfo(it *inflight, safe bool) protocol.PyDict {
 	m := it.msg
 	// Celery's Request.info gives [] and {} for a task sent without arguments, never null.
 	var args, kwargs any = m.Args, m.Kwargs
@@ -151,13 +153,13 @@ func (w *Worker) requestInfo(it *inflight, safe bool) pyDict {
 	if it.state == stActive {
 		start, pid = unixFloat(it.started), w.pid
 	}
-	return pyDict{
-		{"id", m.ID}, {"name", m.Task}, {"args", args}, {"kwargs", kwargs}, {"type", m.Task},
-		{"hostname", w.cfg.Hostname}, {"time_start", start},
-		{"acknowledged", it.state == stActive && w.cfg.AcksEarly},
-		{"delivery_info", pyDict{{"exchange", m.DeliveryInfo.Exchange}, {"routing_key", m.DeliveryInfo.RoutingKey},
-			{"priority", m.Priority}, {"redelivered", m.Redelivered || m.DeliveryInfo.Redelivered}}},
-		{"worker_pid", pid},
+	return protocol.PyDict{
+		{Key: "id", Value: m.ID}, {Key: "name", Value: m.Task}, {Key: "args", Value: args}, {Key: "kwargs", Value: kwargs}, {Key: "type", Value: m.Task},
+		{Key: "hostname", Value: w.cfg.Hostname}, {Key: "time_start", Value: start},
+		{Key: "acknowledged", Value: it.state == stActive && w.cfg.AcksEarly},
+		{Key: "delivery_info", Value: protocol.PyDict{{Key: "exchange", Value: m.DeliveryInfo.Exchange}, {Key: "routing_key", Value: m.DeliveryInfo.RoutingKey},
+			{Key: "priority", Value: m.Priority}, {Key: "redelivered", Value: m.Redelivered || m.DeliveryInfo.Redelivered}}},
+		{Key: "worker_pid", Value: pid},
 	}
 }
 
@@ -192,7 +194,7 @@ func (w *Worker) scheduledInfos() []any {
 	slices.SortFunc(its, func(a, b *inflight) int { return a.msg.ETA.Compare(*b.msg.ETA) })
 	out := make([]any, 0, len(its))
 	for _, it := range its {
-		out = append(out, pyDict{{"eta", PyISOFormat(*it.msg.ETA)}, {"priority", 6}, {"request", w.requestInfo(it, false)}})
+		out = append(out, protocol.PyDict{{Key: "eta", Value: PyISOFormat(*it.msg.ETA)}, {Key: "priority", Value: 6}, {Key: "request", Value: w.requestInfo(it, false)}})
 	}
 	return out
 }
@@ -242,7 +244,7 @@ func (w *Worker) registeredInfo() []any {
 	return out
 }
 
-func (w *Worker) statsInfo() pyDict {
+func (w *Worker) statsInfo() protocol.PyDict {
 	total := map[string]any{}
 	w.stats.perTask.Range(func(k, v any) bool {
 		total[k.(string)] = v.(interface{ Load() int64 }).Load()
@@ -258,25 +260,25 @@ func (w *Worker) statsInfo() pyDict {
 	}
 	active := w.activeCount()
 	keys := w.broker.Keys()
-	return pyDict{
-		{"total", total}, {"pid", w.pid}, {"clock", strconv.FormatInt(c.clock.value(), 10)},
-		{"uptime", int64(w.now().Sub(started).Round(time.Second) / time.Second)},
-		{"pool", pyDict{
-			{"implementation", "celerybridge:goroutines"}, {"max-concurrency", conc}, {"processes", procs},
-			{"max-tasks-per-child", "N/A"}, {"put-guarded-by-semaphore", false}, {"timeouts", []any{0, 0}},
-			{"writes", pyDict{{"total", w.stats.processed.Load()}, {"avg", "0.00%"}, {"all", ""}, {"raw", ""},
-				{"strategy", nil}, {"inqueues", pyDict{{"total", conc}, {"active", active}}}}},
+	return protocol.PyDict{
+		{Key: "total", Value: total}, {Key: "pid", Value: w.pid}, {Key: "clock", Value: strconv.FormatInt(c.clock.value(), 10)},
+		{Key: "uptime", Value: int64(w.now().Sub(started).Round(time.Second) / time.Second)},
+		{Key: "pool", Value: protocol.PyDict{
+			{Key: "implementation", Value: "celerybridge:goroutines"}, {Key: "max-concurrency", Value: conc}, {Key: "processes", Value: procs},
+			{Key: "max-tasks-per-child", Value: "N/A"}, {Key: "put-guarded-by-semaphore", Value: false}, {Key: "timeouts", Value: []any{0, 0}},
+			{Key: "writes", Value: protocol.PyDict{{Key: "total", Value: w.stats.processed.Load()}, {Key: "avg", Value: "0.00%"}, {Key: "all", Value: ""}, {Key: "raw", Value: ""},
+				{Key: "strategy", Value: nil}, {Key: "inqueues", Value: protocol.PyDict{{Key: "total", Value: conc}, {Key: "active", Value: active}}}}},
 		}},
-		{"broker", pyDict{
-			{"hostname", nil}, {"userid", nil}, {"virtual_host", strconv.Itoa(keys.DB)}, {"port", nil},
-			{"insist", false}, {"ssl", false}, {"transport", "redis"}, {"connect_timeout", 4},
-			{"transport_options", pyDict{{"visibility_timeout", w.broker.VisibilityTimeout().Seconds()},
-				{"global_keyprefix", strOrNil(keys.Prefix)}}},
-			{"login_method", nil}, {"uri_prefix", nil}, {"heartbeat", 120.0},
-			{"failover_strategy", "round-robin"}, {"alternates", []any{}},
+		{Key: "broker", Value: protocol.PyDict{
+			{Key: "hostname", Value: nil}, {Key: "userid", Value: nil}, {Key: "virtual_host", Value: strconv.Itoa(keys.DB)}, {Key: "port", Value: nil},
+			{Key: "insist", Value: false}, {Key: "ssl", Value: false}, {Key: "transport", Value: "redis"}, {Key: "connect_timeout", Value: 4},
+			{Key: "transport_options", Value: protocol.PyDict{{Key: "visibility_timeout", Value: w.broker.VisibilityTimeout().Seconds()},
+				{Key: "global_keyprefix", Value: strOrNil(keys.Prefix)}}},
+			{Key: "login_method", Value: nil}, {Key: "uri_prefix", Value: nil}, {Key: "heartbeat", Value: 120.0},
+			{Key: "failover_strategy", Value: "round-robin"}, {Key: "alternates", Value: []any{}},
 		}},
-		{"prefetch_count", conc * w.cfg.PrefetchMultiplier},
-		{"rusage", rusage()},
+		{Key: "prefetch_count", Value: conc * w.cfg.PrefetchMultiplier},
+		{Key: "rusage", Value: rusage()},
 	}
 }
 
@@ -289,14 +291,14 @@ func (w *Worker) activeQueues() []any {
 	c.mu.Unlock()
 	out := make([]any, len(qs))
 	for i, q := range qs {
-		out[i] = pyDict{
-			{"name", q},
-			{"exchange", pyDict{{"name", q}, {"type", "direct"}, {"arguments", nil}, {"durable", true},
-				{"passive", false}, {"auto_delete", false}, {"delivery_mode", nil}, {"no_declare", false}}},
-			{"routing_key", q}, {"queue_arguments", nil}, {"binding_arguments", nil},
-			{"consumer_arguments", nil}, {"durable", true}, {"exclusive", false}, {"auto_delete", false},
-			{"no_ack", false}, {"alias", nil}, {"bindings", []any{}}, {"no_declare", nil}, {"expires", nil},
-			{"message_ttl", nil}, {"max_length", nil}, {"max_length_bytes", nil}, {"max_priority", nil},
+		out[i] = protocol.PyDict{
+			{Key: "name", Value: q},
+			{Key: "exchange", Value: protocol.PyDict{{Key: "name", Value: q}, {Key: "type", Value: "direct"}, {Key: "arguments", Value: nil}, {Key: "durable", Value: true},
+				{Key: "passive", Value: false}, {Key: "auto_delete", Value: false}, {Key: "delivery_mode", Value: nil}, {Key: "no_declare", Value: false}}},
+			{Key: "routing_key", Value: q}, {Key: "queue_arguments", Value: nil}, {Key: "binding_arguments", Value: nil},
+			{Key: "consumer_arguments", Value: nil}, {Key: "durable", Value: true}, {Key: "exclusive", Value: false}, {Key: "auto_delete", Value: false},
+			{Key: "no_ack", Value: false}, {Key: "alias", Value: nil}, {Key: "bindings", Value: []any{}}, {Key: "no_declare", Value: nil}, {Key: "expires", Value: nil},
+			{Key: "message_ttl", Value: nil}, {Key: "max_length", Value: nil}, {Key: "max_length_bytes", Value: nil}, {Key: "max_priority", Value: nil},
 		}
 	}
 	return out
@@ -309,18 +311,18 @@ func (w *Worker) report() string {
 }
 
 // confInfo is a small subset of the configuration, with Celery's setting names.
-func (w *Worker) confInfo() pyDict {
+func (w *Worker) confInfo() protocol.PyDict {
 	c := w.ctl
 	c.mu.Lock()
 	conc := c.conc
 	c.mu.Unlock()
-	return pyDict{
-		{"broker_transport_options", pyDict{{"visibility_timeout", w.broker.VisibilityTimeout().Seconds()}}},
-		{"task_acks_late", !w.cfg.AcksEarly}, {"task_track_started", w.cfg.TrackStarted},
-		{"task_default_queue", DefaultQueue}, {"worker_concurrency", conc},
-		{"worker_prefetch_multiplier", w.cfg.PrefetchMultiplier},
-		{"worker_send_task_events", c.events.taskOn.Load()},
-		{"accept_content", []any{"json"}},
+	return protocol.PyDict{
+		{Key: "broker_transport_options", Value: protocol.PyDict{{Key: "visibility_timeout", Value: w.broker.VisibilityTimeout().Seconds()}}},
+		{Key: "task_acks_late", Value: !w.cfg.AcksEarly}, {Key: "task_track_started", Value: w.cfg.TrackStarted},
+		{Key: "task_default_queue", Value: DefaultQueue}, {Key: "worker_concurrency", Value: conc},
+		{Key: "worker_prefetch_multiplier", Value: w.cfg.PrefetchMultiplier},
+		{Key: "worker_send_task_events", Value: c.events.taskOn.Load()},
+		{Key: "accept_content", Value: []any{"json"}},
 	}
 }
 
@@ -332,7 +334,7 @@ func (w *Worker) hello(a map[string]any) any {
 	if r := a["revoked"]; r != nil {
 		w.ctl.revoked.merge(r)
 	}
-	return pyDict{{"revoked", stringsAny(w.ctl.revoked.list())}, {"clock", w.ctl.clock.forward()}}
+	return protocol.PyDict{{Key: "revoked", Value: stringsAny(w.ctl.revoked.list())}, {Key: "clock", Value: w.ctl.clock.forward()}}
 }
 
 // parseRate is celery.utils.time.rate: "10/s", "100/m", "1/h" or a number per second; "" or 0
@@ -348,7 +350,7 @@ func parseRate(v any) (float64, error) {
 		ops, mod, _ := strings.Cut(x, "/")
 		n, err := strconv.ParseFloat(strings.TrimSpace(ops), 64)
 		if err != nil {
-			return 0, pyError(fmt.Sprintf("ValueError(\"could not convert string to float: %s\")", pyRepr(ops)))
+			return 0, pyError(fmt.Sprintf("ValueError(\"could not convert string to float: %s\")", protocol.PyReprFull(ops)))
 		}
 		switch mod {
 		case "", "s":
@@ -358,12 +360,12 @@ func parseRate(v any) (float64, error) {
 		case "h":
 			return n / 3600, nil
 		}
-		return 0, pyError("KeyError(" + pyRepr(mod) + ")")
+		return 0, pyError("KeyError(" + protocol.PyReprFull(mod) + ")")
 	}
 	if f, ok := numberOption(v); ok {
 		return f, nil
 	}
-	return 0, pyError(fmt.Sprintf("TypeError(%s)", pyRepr(fmt.Sprintf("bad rate limit %v", v))))
+	return 0, pyError(fmt.Sprintf("WantType(%s)", protocol.PyReprFull(fmt.Sprintf("bad rate limit %v", v))))
 }
 
 // SetRateLimit limits how often task runs on this worker, as Celery's rate_limit command does:
@@ -438,10 +440,10 @@ func (w *Worker) timeLimitCommand(a map[string]any) (any, error) {
 func (w *Worker) addConsumer(ctx context.Context, a map[string]any) (any, error) {
 	q, _ := a["queue"].(string)
 	if q == "" {
-		return nil, pyError("TypeError(\"add_consumer() missing 1 required positional argument: 'queue'\")")
+		return nil, pyError("WantType(\"add_consumer() missing 1 required positional argument: 'queue'\")")
 	}
 	if err := w.declareQueue(ctx, q); err != nil {
-		return nil, pyError("OperationalError(" + pyRepr(err.Error()) + ")")
+		return nil, pyError("OperationalError(" + protocol.PyReprFull(err.Error()) + ")")
 	}
 	w.setQueue(q, true)
 	return ok("add consumer " + q), nil

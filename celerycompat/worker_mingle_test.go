@@ -8,7 +8,7 @@ import (
 	"time"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // mingleRevokes starts a Go worker with a task queued that another node (already running) has

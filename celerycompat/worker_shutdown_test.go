@@ -10,7 +10,7 @@ import (
 	"time"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // TestWorkerColdShutdownHandsTaskBack: a running task whose context a cold shutdown (Shutdown's

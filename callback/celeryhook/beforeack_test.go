@@ -12,7 +12,7 @@ import (
 	"github.com/celerybridge/celerybridge/callback"
 	"github.com/celerybridge/celerybridge/callback/celeryhook"
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // The outbox hooks hold the ack: while the outbox's Redis is unreachable the task is not

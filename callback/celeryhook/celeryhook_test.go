@@ -12,7 +12,7 @@ import (
 	"github.com/celerybridge/celerybridge/callback"
 	"github.com/celerybridge/celerybridge/callback/celeryhook"
 	cc "github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // TestWorkerCallbacksArriveOnce runs tasks on a real worker with the hooks connected and a

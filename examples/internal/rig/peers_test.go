@@ -1,6 +1,6 @@
 package rig
 
-// The peers these tests drive, from celerycompat/celerytest: a redis-server per test on a free
+// The peers these tests drive, from internal/celerytest: a redis-server per test on a free
 // loopback port and the project venv's Python with Celery. Without them the tests skip, saying
 // how to get them; with CI=true they fail.
 
@@ -11,7 +11,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 func missing(t testing.TB, format string, args ...any) {

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 	"github.com/google/go-cmp/cmp"
 )
 

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/celerybridge/celerybridge/callback"
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 	"github.com/google/go-cmp/cmp"
 )
 

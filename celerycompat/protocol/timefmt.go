@@ -1,4 +1,4 @@
-package celerycompat
+package protocol
 
 import (
 	"errors"
@@ -31,10 +31,11 @@ func IsNaive(t time.Time) bool { return t.Location() == naiveLoc }
 // when it has seconds. The offset is t's own; UTC is written "+00:00".
 func PyISOFormat(t time.Time) string {
 	var buf [40]byte
-	return string(appendPyISO(buf[:0], t))
+	return string(AppendPyISO(buf[:0], t))
 }
 
-func appendPyISO(b []byte, t time.Time) []byte {
+// AppendPyISO appends PyISOFormat(t) to b.
+func AppendPyISO(b []byte, t time.Time) []byte {
 	y, mo, d := t.Date()
 	b = appendPyDate(b, y, mo, d)
 	b = append(b, 'T')
@@ -388,10 +389,10 @@ func uuidSetVersion(hex string, version int) string {
 	return string(b)
 }
 
-// appendPyFloat appends f the way Python's float repr() (and so json.dumps) writes it: the
+// AppendPyFloat appends f the way Python's float repr() (and so json.dumps) writes it: the
 // shortest round-tripping digits, fixed notation with at least one decimal for exponents -4..15,
 // else d.ddde+XX; NaN, Infinity and -Infinity as Python's json module writes them.
-func appendPyFloat(b []byte, f float64, bits int) []byte {
+func AppendPyFloat(b []byte, f float64, bits int) []byte {
 	switch {
 	case math.IsNaN(f):
 		return append(b, "NaN"...)

@@ -1,4 +1,4 @@
-package celerycompat
+package protocol
 
 import (
 	"bytes"
@@ -28,8 +28,8 @@ const (
 //     "celery.exceptions", your tasks module): a name that resolves to anything else makes
 //     Python raise SecurityError while decoding the result. An empty ExcType becomes GoError.
 //   - An error with a TaskError() *TaskError method converts itself (whichever of the two comes
-//     first in the chain wins): *ChordError becomes celery.exceptions.ChordError with the
-//     message Python writes.
+//     first in the chain wins): celerycompat's *ChordError becomes
+//     celery.exceptions.ChordError with the message Python writes.
 //   - Any other error becomes exc_type GoError, exc_module GoErrorModule, exc_message
 //     [err.Error()]: Python raises a synthesized exception class whose __name__ is "GoError" and
 //     whose args are (err.Error(),).
@@ -77,10 +77,10 @@ func findTaskError(err error) *TaskError {
 	return nil
 }
 
-// marshalTaskError writes Celery's exception dict in Python's key order:
+// MarshalTaskError writes Celery's exception dict in Python's key order:
 // {"exc_type": ..., "exc_message": [...], "exc_module": ...}; exc_module "" is written as null.
 // te is written as given (ErrorToTaskError is where defaults are applied).
-func (c Codec) marshalTaskError(te *TaskError) ([]byte, error) {
+func (c Codec) MarshalTaskError(te *TaskError) ([]byte, error) {
 	args := te.ExcMessage
 	if args == nil {
 		args = []any{}
@@ -101,19 +101,19 @@ func (c Codec) marshalTaskError(te *TaskError) ([]byte, error) {
 	}
 	var b bytes.Buffer
 	b.WriteString(`{"exc_type": `)
-	writePyString(&b, te.ExcType)
+	WritePyString(&b, te.ExcType)
 	b.WriteString(`, "exc_message": `)
 	b.Write(msg)
 	b.WriteString(`, "exc_module": `)
-	writePyStringOrNull(&b, te.ExcModule)
+	WritePyStringOrNull(&b, te.ExcModule)
 	b.WriteByte('}')
 	return b.Bytes(), nil
 }
 
-// taskErrorFromValue decodes an exception dict read from the backend (a decoded result value).
+// TaskErrorFromValue decodes an exception dict read from the backend (a decoded result value).
 // exc_message may be a list (Celery 4+) or a single value (older writers), which becomes a
 // one-element list. field names the value for DecodeError.
-func taskErrorFromValue(v any, state State, traceback, field string) (*TaskError, error) {
+func TaskErrorFromValue(v any, state State, traceback, field string) (*TaskError, error) {
 	d, ok := v.(map[string]any)
 	if !ok {
 		return nil, &DecodeError{Field: field, Err: fmt.Errorf("exception is %T, not an object", v)}
@@ -146,8 +146,8 @@ func taskErrorFromValue(v any, state State, traceback, field string) (*TaskError
 	return te, nil
 }
 
-// pyExcRepr is repr() of the Python exception a TaskError decodes to: Name('a', 1).
-func pyExcRepr(te *TaskError) string {
+// PyExcRepr is repr() of the Python exception a TaskError decodes to: Name('a', 1).
+func PyExcRepr(te *TaskError) string {
 	name := te.ExcType
 	if i := strings.LastIndexByte(name, '.'); i >= 0 {
 		name = name[i+1:]

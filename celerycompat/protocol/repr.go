@@ -1,4 +1,4 @@
-package celerycompat
+package protocol
 
 import (
 	"encoding/json"
@@ -18,10 +18,10 @@ const reprMaxSize = 1024
 // PyRepr renders v the way Python's repr() shows the equivalent Python value, as Celery does for
 // the argsrepr/kwargsrepr headers and for event fields. Map keys are sorted (Go maps have no
 // insertion order). The result is cut to Celery's 1024 characters with "..." like saferepr.
-func PyRepr(v any) string { return truncRepr(pyRepr(v)) }
+func PyRepr(v any) string { return TruncRepr(PyReprFull(v)) }
 
-// argsRepr renders positional args as a Python tuple: "(2, 3)", "(1,)", "()".
-func argsRepr(args []any) string {
+// ArgsRepr renders positional args as a Python tuple: "(2, 3)", "(1,)", "()".
+func ArgsRepr(args []any) string {
 	var b strings.Builder
 	b.WriteByte('(')
 	for i, a := range args {
@@ -37,10 +37,11 @@ func argsRepr(args []any) string {
 		b.WriteByte(',')
 	}
 	b.WriteByte(')')
-	return truncRepr(b.String())
+	return TruncRepr(b.String())
 }
 
-func truncRepr(s string) string {
+// TruncRepr cuts a repr to Celery's 1024 characters with "..." as saferepr does.
+func TruncRepr(s string) string {
 	if len(s) <= reprMaxSize {
 		return s
 	}
@@ -51,7 +52,8 @@ func truncRepr(s string) string {
 	return s[:cut] + "..."
 }
 
-func pyRepr(v any) string {
+// PyReprFull is PyRepr without the length limit.
+func PyReprFull(v any) string {
 	var b strings.Builder
 	writeRepr(&b, v)
 	return b.String()
@@ -76,14 +78,14 @@ func writeRepr(b *strings.Builder, v any) {
 		if _, err := strconv.ParseInt(string(x), 10, 64); err == nil || !strings.ContainsAny(string(x), ".eE") {
 			b.WriteString(string(x))
 		} else if f, err := x.Float64(); err == nil {
-			b.WriteString(floatRepr(f))
+			b.WriteString(PyFloatRepr(f))
 		} else {
 			b.WriteString(string(x))
 		}
 	case float64:
-		b.WriteString(floatRepr(x))
+		b.WriteString(PyFloatRepr(x))
 	case float32:
-		b.WriteString(floatRepr(float64(x)))
+		b.WriteString(PyFloatRepr(float64(x)))
 	case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64:
 		fmt.Fprint(b, x)
 	case []any:
@@ -138,7 +140,8 @@ func writeRepr(b *strings.Builder, v any) {
 	}
 }
 
-func floatRepr(f float64) string {
+// PyFloatRepr is Python's repr() of a float.
+func PyFloatRepr(f float64) string {
 	switch {
 	case math.IsInf(f, 1):
 		return "inf"

@@ -1,4 +1,4 @@
-package celerycompat
+package protocol
 
 import (
 	"testing"

@@ -1,4 +1,4 @@
-package celerycompat
+package protocol
 
 import (
 	"encoding/base64"
@@ -83,9 +83,9 @@ func (c Codec) Encode(m *Message) ([]byte, error) {
 	w.b = append(w.b, `{"body": "`...)
 	w.b = base64.StdEncoding.AppendEncode(w.b, body)
 	w.b = append(w.b, `", "content-encoding": `...)
-	w.b = appendPyString(w.b, contentEncodingOf(m, ct))
+	w.b = AppendPyString(w.b, contentEncodingOf(m, ct))
 	w.b = append(w.b, `, "content-type": `...)
-	w.b = appendPyString(w.b, ct)
+	w.b = AppendPyString(w.b, ct)
 	w.b = append(w.b, `, "headers": `...)
 	if err := c.writeHeaders(&w, m, comp); err != nil {
 		return nil, err
@@ -174,7 +174,7 @@ func isProperty(k string) bool {
 
 func (w *jsonWriter) str(key, s string) {
 	w.b = append(w.b, key...)
-	w.b = appendPyString(w.b, s)
+	w.b = AppendPyString(w.b, s)
 }
 
 func (w *jsonWriter) strOrNull(key, s string) {
@@ -182,7 +182,7 @@ func (w *jsonWriter) strOrNull(key, s string) {
 	if s == "" {
 		w.b = append(w.b, "null"...)
 	} else {
-		w.b = appendPyString(w.b, s)
+		w.b = AppendPyString(w.b, s)
 	}
 }
 
@@ -241,7 +241,7 @@ func (c Codec) writeHeaders(w *jsonWriter, m *Message, comp string) error {
 			}
 			var stamps any = m.Stamps
 			if m.Stamps == nil {
-				stamps = pyDict(nil)
+				stamps = PyDict(nil)
 			}
 			if err := w.num(`, "stamps": `, stamps); err != nil {
 				return err
@@ -280,7 +280,7 @@ func (w *jsonWriter) timeHeader(t *time.Time) error {
 		return encodeErrorf("time %s is outside Python's datetime range", *t)
 	}
 	w.b = append(w.b, '"')
-	w.b = appendPyISO(w.b, *t)
+	w.b = AppendPyISO(w.b, *t)
 	w.b = append(w.b, '"')
 	return nil
 }
@@ -324,7 +324,7 @@ func (w *jsonWriter) timeLimit(tl TimeLimit) {
 		case *f == math.Trunc(*f) && math.Abs(*f) < 1e15:
 			w.b = strconv.AppendInt(w.b, int64(*f), 10)
 		default:
-			w.b = appendPyFloat(w.b, *f, 64)
+			w.b = AppendPyFloat(w.b, *f, 64)
 		}
 	}
 	w.b = append(w.b, ']')
@@ -354,7 +354,7 @@ func writeExtras(w *jsonWriter, extras map[string]json.RawMessage, where, sep st
 	for _, k := range keys {
 		w.b = append(w.b, sep...)
 		sep = ", "
-		w.b = appendPyString(w.b, k)
+		w.b = AppendPyString(w.b, k)
 		w.b = append(w.b, ": "...)
 		if err := w.raw(extras[k], 2); err != nil {
 			return fmt.Errorf("%s.%s: %w", where, k, err)

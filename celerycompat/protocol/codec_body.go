@@ -1,4 +1,4 @@
-package celerycompat
+package protocol
 
 import (
 	"encoding/json"
@@ -12,25 +12,25 @@ import (
 
 // Task message bodies. Protocol 2: [args, kwargs, embed] (celery/app/amqp.py as_task_v2).
 // Protocol 1: one object holding everything (as_task_v1); headers are then {}.
-// Both are laid out here as generic values (pyDict keeps Python's key order), written by the JSON
+// Both are laid out here as generic values (PyDict keeps Python's key order), written by the JSON
 // or msgpack writer, and decoded back from the generic values either decoder returns.
 
 // sigDict lays out a signature the way celery.canvas.Signature (a dict) serializes.
-func sigDict(s *Signature) pyDict {
+func sigDict(s *Signature) PyDict {
 	var args, kwargs, options, st any = s.Args, s.Kwargs, s.Options, nil
 	if s.Args == nil {
 		args = []any{}
 	}
 	if s.Kwargs == nil {
-		kwargs = pyDict(nil)
+		kwargs = PyDict(nil)
 	}
 	if s.Options == nil {
-		options = pyDict(nil)
+		options = PyDict(nil)
 	}
 	if s.SubtaskType != "" {
 		st = s.SubtaskType
 	}
-	return pyDict{{"task", s.Task}, {"args", args}, {"kwargs", kwargs}, {"options", options},
+	return PyDict{{"task", s.Task}, {"args", args}, {"kwargs", kwargs}, {"options", options},
 		{"subtask_type", st}, {"immutable", s.Immutable}}
 }
 
@@ -95,10 +95,10 @@ func bodyLayout(m *Message) (any, error) {
 		args = []any{}
 	}
 	if m.Kwargs == nil {
-		kwargs = pyDict(nil)
+		kwargs = PyDict(nil)
 	}
 	if m.Protocol != 1 {
-		embed := pyDict{{"callbacks", sigList(m.Embed.Callbacks)}, {"errbacks", sigList(m.Embed.Errbacks)},
+		embed := PyDict{{"callbacks", sigList(m.Embed.Callbacks)}, {"errbacks", sigList(m.Embed.Errbacks)},
 			{"chain", sigList(m.Embed.Chain)}, {"chord", sigOrNull(m.Embed.Chord)}}
 		return []any{args, kwargs, embed}, nil
 	}
@@ -113,7 +113,7 @@ func bodyLayout(m *Message) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return pyDict{{"task", m.Task}, {"id", m.ID}, {"args", args}, {"kwargs", kwargs},
+	return PyDict{{"task", m.Task}, {"id", m.ID}, {"args", args}, {"kwargs", kwargs},
 		{"group", strOrNil(m.Group)}, {"group_index", intPtrOrNil(m.GroupIndex)}, {"retries", m.Retries},
 		{"eta", eta}, {"expires", expires}, {"utc", m.UTC},
 		{"callbacks", sigList(m.Embed.Callbacks)}, {"errbacks", sigList(m.Embed.Errbacks)},
@@ -136,18 +136,21 @@ func fieldErr(field string, err error) error {
 	return err
 }
 
-func wantErr(want string, v any) error {
+// WantType is the cause of a DecodeError for a value of the wrong JSON kind: "got X, want want".
+func WantType(want string, v any) error {
 	return fmt.Errorf("got %s, want %s", jsonKind(v), want)
 }
 
-func genString(v any, field string) (string, error) {
+// StringOrNull reads a decoded value that must be a string or null ("" for null); field names it
+// in the DecodeError otherwise.
+func StringOrNull(v any, field string) (string, error) {
 	switch x := v.(type) {
 	case nil:
 		return "", nil
 	case string:
 		return x, nil
 	}
-	return "", &DecodeError{Field: field, Err: wantErr("a string or null", v)}
+	return "", &DecodeError{Field: field, Err: WantType("a string or null", v)}
 }
 
 func genInt(v any, field string) (*int, error) {
@@ -160,7 +163,7 @@ func genInt(v any, field string) (*int, error) {
 			return &i, nil
 		}
 	}
-	return nil, &DecodeError{Field: field, Err: wantErr("an integer or null", v)}
+	return nil, &DecodeError{Field: field, Err: WantType("an integer or null", v)}
 }
 
 func genBool(v any, field string) (bool, error) {
@@ -170,7 +173,7 @@ func genBool(v any, field string) (bool, error) {
 	case bool:
 		return x, nil
 	}
-	return false, &DecodeError{Field: field, Err: wantErr("a boolean or null", v)}
+	return false, &DecodeError{Field: field, Err: WantType("a boolean or null", v)}
 }
 
 func genTime(v any, field string) (*time.Time, error) {
@@ -189,7 +192,7 @@ func genTime(v any, field string) (*time.Time, error) {
 		}
 		return &t, nil
 	}
-	return nil, &DecodeError{Field: field, Err: wantErr("an ISO 8601 string or null", v)}
+	return nil, &DecodeError{Field: field, Err: WantType("an ISO 8601 string or null", v)}
 }
 
 func genFloat(v any, field string) (*float64, error) {
@@ -202,7 +205,7 @@ func genFloat(v any, field string) (*float64, error) {
 			return &f, nil
 		}
 	}
-	return nil, &DecodeError{Field: field, Err: wantErr("a number or null", v)}
+	return nil, &DecodeError{Field: field, Err: WantType("a number or null", v)}
 }
 
 func genTimeLimit(v any, field string) (TimeLimit, error) {
@@ -228,7 +231,7 @@ func genMap(v any, field string) (map[string]any, error) {
 	case map[string]any:
 		return x, nil
 	}
-	return nil, &DecodeError{Field: field, Err: wantErr("an object or null", v)}
+	return nil, &DecodeError{Field: field, Err: WantType("an object or null", v)}
 }
 
 func genList(v any, field string) ([]any, error) {
@@ -238,7 +241,7 @@ func genList(v any, field string) ([]any, error) {
 	case []any:
 		return x, nil
 	}
-	return nil, &DecodeError{Field: field, Err: wantErr("an array or null", v)}
+	return nil, &DecodeError{Field: field, Err: WantType("an array or null", v)}
 }
 
 // sigFrom decodes a signature dict; missing keys are zero, unknown keys are dropped.
@@ -246,10 +249,10 @@ func sigFrom(v any, field string) (Signature, error) {
 	var s Signature
 	d, ok := v.(map[string]any)
 	if !ok {
-		return s, &DecodeError{Field: field, Err: wantErr("a signature object", v)}
+		return s, &DecodeError{Field: field, Err: WantType("a signature object", v)}
 	}
 	var err error
-	if s.Task, err = genString(d["task"], field+".task"); err != nil {
+	if s.Task, err = StringOrNull(d["task"], field+".task"); err != nil {
 		return s, err
 	}
 	if s.Args, err = genList(d["args"], field+".args"); err != nil {
@@ -261,7 +264,7 @@ func sigFrom(v any, field string) (Signature, error) {
 	if s.Options, err = genMap(d["options"], field+".options"); err != nil {
 		return s, err
 	}
-	if s.SubtaskType, err = genString(d["subtask_type"], field+".subtask_type"); err != nil {
+	if s.SubtaskType, err = StringOrNull(d["subtask_type"], field+".subtask_type"); err != nil {
 		return s, err
 	}
 	s.Immutable, err = genBool(d["immutable"], field+".immutable")
@@ -274,7 +277,7 @@ func sigsFrom(v any, field string) ([]Signature, error) {
 	}
 	a, ok := v.([]any)
 	if !ok {
-		return nil, &DecodeError{Field: field, Err: wantErr("a list of signatures or null", v)}
+		return nil, &DecodeError{Field: field, Err: WantType("a list of signatures or null", v)}
 	}
 	out := make([]Signature, len(a))
 	for i, e := range a {
@@ -302,23 +305,23 @@ func sigPtrFrom(v any, field string) (*Signature, error) {
 func decodeBody2(v any, m *Message) error {
 	a, ok := v.([]any)
 	if !ok {
-		return &DecodeError{Field: "body", Err: wantErr("a protocol 2 body [args, kwargs, embed]", v)}
+		return &DecodeError{Field: "body", Err: WantType("a protocol 2 body [args, kwargs, embed]", v)}
 	}
 	if len(a) != 3 {
 		return &DecodeError{Field: "body", Err: fmt.Errorf("protocol 2 body has %d elements, want 3 [args, kwargs, embed]", len(a))}
 	}
 	if m.Args, ok = a[0].([]any); !ok {
-		return &DecodeError{Field: "body[0]", Err: wantErr("an args array", a[0])}
+		return &DecodeError{Field: "body[0]", Err: WantType("an args array", a[0])}
 	}
 	if m.Kwargs, ok = a[1].(map[string]any); !ok {
-		return &DecodeError{Field: "body[1]", Err: wantErr("a kwargs object", a[1])}
+		return &DecodeError{Field: "body[1]", Err: WantType("a kwargs object", a[1])}
 	}
 	if a[2] == nil {
 		return nil
 	}
 	e, ok := a[2].(map[string]any)
 	if !ok {
-		return &DecodeError{Field: "body[2]", Err: wantErr("an embed object or null", a[2])}
+		return &DecodeError{Field: "body[2]", Err: WantType("an embed object or null", a[2])}
 	}
 	var err error
 	if m.Embed.Callbacks, err = sigsFrom(e["callbacks"], "body[2].callbacks"); err != nil {
@@ -338,13 +341,13 @@ func decodeBody2(v any, m *Message) error {
 func decodeBody1(v any, m *Message) error {
 	b, ok := v.(map[string]any)
 	if !ok {
-		return &DecodeError{Field: "body", Err: wantErr("a protocol 1 body object (headers have no task)", v)}
+		return &DecodeError{Field: "body", Err: WantType("a protocol 1 body object (headers have no task)", v)}
 	}
 	var err error
-	if m.Task, err = genString(b["task"], "body.task"); err != nil {
+	if m.Task, err = StringOrNull(b["task"], "body.task"); err != nil {
 		return err
 	}
-	if m.ID, err = genString(b["id"], "body.id"); err != nil {
+	if m.ID, err = StringOrNull(b["id"], "body.id"); err != nil {
 		return err
 	}
 	if m.Args, err = genList(b["args"], "body.args"); err != nil {
@@ -353,7 +356,7 @@ func decodeBody1(v any, m *Message) error {
 	if m.Kwargs, err = genMap(b["kwargs"], "body.kwargs"); err != nil {
 		return err
 	}
-	if m.Group, err = genString(b["group"], "body.group"); err != nil {
+	if m.Group, err = StringOrNull(b["group"], "body.group"); err != nil {
 		return err
 	}
 	if m.GroupIndex, err = genInt(b["group_index"], "body.group_index"); err != nil {
@@ -387,7 +390,7 @@ func decodeBody1(v any, m *Message) error {
 	if m.TimeLimit, err = genTimeLimit(b["timelimit"], "body.timelimit"); err != nil {
 		return err
 	}
-	taskset, err := genString(b["taskset"], "body.taskset")
+	taskset, err := StringOrNull(b["taskset"], "body.taskset")
 	if err != nil {
 		return err
 	}

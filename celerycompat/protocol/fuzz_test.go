@@ -1,4 +1,4 @@
-package celerycompat
+package protocol
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 // wireVectors returns every envelope captured from real Celery by testdata/python/capture.py
 // (testdata/wire/<version>/<case>.msg.json, the exact list element). There may be none yet.
 func wireVectors(t testing.TB) map[string][]byte {
-	files, _ := filepath.Glob(filepath.Join("..", "testdata", "wire", "*", "*.msg.json"))
+	files, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "wire", "*", "*.msg.json"))
 	out := make(map[string][]byte, len(files))
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -143,7 +143,7 @@ func TestCodecWireVectorsByteIdentical(t *testing.T) {
 		peer Version
 	}{{"5.2.6", Celery52}, {"5.7.0", Celery55}} {
 		for _, name := range cases {
-			path := filepath.Join("..", "testdata", "wire", version.dir, name+".msg.json")
+			path := filepath.Join("..", "..", "testdata", "wire", version.dir, name+".msg.json")
 			raw, err := os.ReadFile(path)
 			if err != nil {
 				continue

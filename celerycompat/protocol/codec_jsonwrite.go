@@ -1,4 +1,4 @@
-package celerycompat
+package protocol
 
 import (
 	"encoding"
@@ -17,12 +17,14 @@ import (
 // separators and ensure_ascii escaping, so what Go writes reads (and looks) like what Python
 // writes. Map keys are sorted (Go maps have no order; Python keeps insertion order).
 
-// pyDict is a dict whose keys are written in this order (Python's insertion order).
-type pyDict []pyItem
+// PyDict is a dict whose keys are written in this order (Python's insertion order): what the
+// JSON and msgpack writers use where Celery's key order matters (headers, events, replies).
+type PyDict []PyItem
 
-type pyItem struct {
-	k string
-	v any
+// PyItem is one key and value of a PyDict.
+type PyItem struct {
+	Key   string
+	Value any
 }
 
 // jsonWriter appends JSON to b.
@@ -50,7 +52,7 @@ func (w *jsonWriter) value(v any, depth int) error {
 	case nil:
 		w.b = append(w.b, "null"...)
 	case string:
-		w.b = appendPyString(w.b, x)
+		w.b = AppendPyString(w.b, x)
 	case bool:
 		w.b = strconv.AppendBool(w.b, x)
 	case json.Number:
@@ -64,9 +66,9 @@ func (w *jsonWriter) value(v any, depth int) error {
 	case uint64:
 		w.b = strconv.AppendUint(w.b, x, 10)
 	case float64:
-		w.b = appendPyFloat(w.b, x, 64)
+		w.b = AppendPyFloat(w.b, x, 64)
 	case float32:
-		w.b = appendPyFloat(w.b, float64(x), 32)
+		w.b = AppendPyFloat(w.b, float64(x), 32)
 	case []any:
 		if x == nil {
 			w.b = append(w.b, "null"...)
@@ -88,7 +90,7 @@ func (w *jsonWriter) value(v any, depth int) error {
 		w.b = append(w.b, ']')
 	case map[string]any:
 		return writeMap(w, x, depth)
-	case pyDict:
+	case PyDict:
 		d, err := w.open(depth)
 		if err != nil {
 			return err
@@ -98,9 +100,9 @@ func (w *jsonWriter) value(v any, depth int) error {
 			if i > 0 {
 				w.b = append(w.b, ", "...)
 			}
-			w.b = appendPyString(w.b, it.k)
+			w.b = AppendPyString(w.b, it.Key)
 			w.b = append(w.b, ": "...)
-			if err := w.value(it.v, d); err != nil {
+			if err := w.value(it.Value, d); err != nil {
 				return err
 			}
 		}
@@ -203,7 +205,7 @@ func writeMap[V any](w *jsonWriter, m map[string]V, depth int) error {
 		if i > 0 {
 			w.b = append(w.b, ", "...)
 		}
-		w.b = appendPyString(w.b, k)
+		w.b = AppendPyString(w.b, k)
 		w.b = append(w.b, ": "...)
 		if err := w.value(m[k], d); err != nil {
 			return err
@@ -278,11 +280,11 @@ func (w *jsonWriter) reflectValue(rv reflect.Value, depth int) error {
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
 		w.b = strconv.AppendUint(w.b, rv.Uint(), 10)
 	case reflect.Float32:
-		w.b = appendPyFloat(w.b, rv.Float(), 32)
+		w.b = AppendPyFloat(w.b, rv.Float(), 32)
 	case reflect.Float64:
-		w.b = appendPyFloat(w.b, rv.Float(), 64)
+		w.b = AppendPyFloat(w.b, rv.Float(), 64)
 	case reflect.String:
-		w.b = appendPyString(w.b, rv.String())
+		w.b = AppendPyString(w.b, rv.String())
 	case reflect.Slice, reflect.Array:
 		if rv.Kind() == reflect.Slice {
 			if rv.IsNil() {
@@ -347,8 +349,8 @@ func (w *jsonWriter) std(v any, depth int) error {
 	return nil
 }
 
-// appendPyString appends s as a JSON string with Python's ensure_ascii escaping.
-func appendPyString(b []byte, s string) []byte {
+// AppendPyString appends s as a JSON string with Python's ensure_ascii escaping.
+func AppendPyString(b []byte, s string) []byte {
 	const hexDigits = "0123456789abcdef"
 	b = append(b, '"')
 	start := 0

@@ -1,4 +1,4 @@
-package celerycompat
+package protocol
 
 import (
 	"context"
@@ -30,8 +30,6 @@ func TestErrorToTaskError(t *testing.T) {
 		{"wrapped task error", fmt.Errorf("ctx: %w", valueErr), valueErr},
 		{"empty exc_type defaults", &TaskError{ExcMessage: []any{"x"}}, &TaskError{ExcType: "GoError", ExcMessage: []any{"x"}}},
 		{"self-converting error", fmt.Errorf("w: %w", selfConverting{}), &TaskError{ExcType: "TypeError", ExcModule: "builtins", ExcMessage: []any{"bad argument"}}},
-		{"chord error", &ChordError{GroupID: "g", TaskID: "t1", Cause: &TaskError{ExcType: "GoError", ExcMessage: []any{"boom"}}},
-			&TaskError{ExcType: "ChordError", ExcModule: "celery.exceptions", ExcMessage: []any{"Dependency t1 raised GoError('boom')"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,7 +56,7 @@ func TestMarshalTaskError(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
-			got, err := Codec{}.marshalTaskError(tt.te)
+			got, err := Codec{}.MarshalTaskError(tt.te)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,7 +91,7 @@ func TestTaskErrorFromValue(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := taskErrorFromValue(tt.v, StateFailure, "tb", "result")
+			got, err := TaskErrorFromValue(tt.v, StateFailure, "tb", "result")
 			if tt.wantField != "" {
 				var de *DecodeError
 				if !errors.As(err, &de) || de.Field != tt.wantField {
@@ -121,8 +119,8 @@ func TestPyExcRepr(t *testing.T) {
 		{&TaskError{ExcType: "Outer.Inner", ExcMessage: nil}, "Inner()"},
 	}
 	for _, tt := range tests {
-		if got := pyExcRepr(tt.te); got != tt.want {
-			t.Errorf("pyExcRepr = %q, want %q", got, tt.want)
+		if got := PyExcRepr(tt.te); got != tt.want {
+			t.Errorf("PyExcRepr = %q, want %q", got, tt.want)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package celerycompat
+package protocol
 
 import (
 	"bytes"
@@ -50,7 +50,7 @@ func mpValue(d *msgpack.Decoder, r *bytes.Reader, depth int) (any, error) {
 		return json.Number(strconv.FormatInt(n, 10)), err
 	case c == msgpcode.Float || c == msgpcode.Double:
 		f, err := d.DecodeFloat64()
-		return json.Number(appendPyFloat(nil, f, 64)), err
+		return json.Number(AppendPyFloat(nil, f, 64)), err
 	case msgpcode.IsString(c):
 		return d.DecodeString()
 	case msgpcode.IsBin(c):
@@ -164,12 +164,12 @@ func mpWrite(e *msgpack.Encoder, v any, depth int) error {
 			keys = append(keys, k)
 		}
 		slices.Sort(keys)
-		items := make(pyDict, len(keys))
+		items := make(PyDict, len(keys))
 		for i, k := range keys {
-			items[i] = pyItem{k, x[k]}
+			items[i] = PyItem{k, x[k]}
 		}
 		return mpWrite(e, items, depth)
-	case pyDict:
+	case PyDict:
 		if depth >= maxNesting {
 			return encodeErrorf("nesting deeper than %d", maxNesting)
 		}
@@ -177,10 +177,10 @@ func mpWrite(e *msgpack.Encoder, v any, depth int) error {
 			return err
 		}
 		for _, it := range x {
-			if err := e.EncodeString(it.k); err != nil {
+			if err := e.EncodeString(it.Key); err != nil {
 				return err
 			}
-			if err := mpWrite(e, it.v, depth+1); err != nil {
+			if err := mpWrite(e, it.Value, depth+1); err != nil {
 				return err
 			}
 		}

@@ -1,12 +1,12 @@
-package celerycompat
+package protocol
 
 import "strings"
 
 // NewTaskError returns the error a handler returns to fail its task with a named Python
 // exception, as `raise ValueError("bad", 42)` would:
 //
-//	return nil, celerycompat.NewTaskError("ValueError", "bad", 42)          // builtins.ValueError
-//	return nil, celerycompat.NewTaskError("myapp.errors.QuotaExceeded", 7) // a class of yours
+//	return nil, protocol.NewTaskError("ValueError", "bad", 42)          // builtins.ValueError
+//	return nil, protocol.NewTaskError("myapp.errors.QuotaExceeded", 7) // a class of yours
 //
 // exc is the class name, qualified by its module when it is not a builtin: everything before
 // the last dot is the module (exc_module), the rest the class (exc_type). args are the

@@ -1,4 +1,4 @@
-package celerycompat
+package protocol
 
 import (
 	"encoding/base64"
@@ -143,11 +143,11 @@ func (w *jsonWriter) marker(typ string, text []byte, depth int) error {
 		w.b = append(w.b, `{"__type__": "`...)
 		w.b = append(w.b, typ...)
 		w.b = append(w.b, `", "__value__": `...)
-		w.b = appendPyString(w.b, stringView(text))
+		w.b = AppendPyString(w.b, stringView(text))
 		w.b = append(w.b, '}')
 		return nil
 	}
-	w.b = appendPyString(w.b, stringView(text))
+	w.b = AppendPyString(w.b, stringView(text))
 	return nil
 }
 
@@ -156,7 +156,7 @@ func (w *jsonWriter) time(t time.Time, depth int) error {
 		return encodeErrorf("time %s is outside Python's datetime range", t)
 	}
 	var buf [40]byte
-	iso := appendPyISO(buf[:0], t)
+	iso := AppendPyISO(buf[:0], t)
 	if !w.markers && strings.HasSuffix(stringView(iso), "+00:00") {
 		iso = append(iso[:len(iso)-6], 'Z') // kombu 5.2 style
 	}
@@ -169,7 +169,7 @@ func (w *jsonWriter) uuid(u UUID, depth int) error {
 		return encodeErrorf("%v", err)
 	}
 	if !w.markers {
-		w.b = appendPyString(w.b, string(canonicalUUID(hex)))
+		w.b = AppendPyString(w.b, string(canonicalUUID(hex)))
 		return nil
 	}
 	d, err := w.open(depth)
