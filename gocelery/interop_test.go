@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 	"github.com/celerybridge/celerybridge/gocelery"
 )
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // One Redis database for broker and results, as gocelery's README uses one pool for both.

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // TestGocelerySourceProgramBuilds builds testdata/readmeprogram, a program written against

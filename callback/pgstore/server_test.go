@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
