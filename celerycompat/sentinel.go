@@ -293,3 +293,38 @@ func (c *sentinelConn) ReceiveWithTimeout(d time.Duration) (any, error) {
 	c.check(err)
 	return v, err
 }
+
+// ErrNotReplicated marks a publish that the master accepted but fewer than
+// BrokerConfig.WaitReplicas replicas confirmed within WaitTimeout. The message may be delivered
+// or, if the master fails before replicating it, lost; publishing again may deliver it twice.
+var ErrNotReplicated = errors.New("celerycompat: not replicated")
+
+// waitReplicas runs WAIT after a publish pipeline on c and fails the messages of todo that were
+// published (errs[i] == nil) with ErrNotReplicated when fewer replicas than asked confirmed them.
+//
+// The guarantee: Redis Sentinel promotes a replica; writes the master acknowledged but had not
+// yet sent to it are gone. Without WaitReplicas a task whose Send returned nil can be lost if the
+// master dies within the replication lag (usually well under a millisecond on a LAN, more under
+// load). With WaitReplicas=1 a nil from Send means one replica held the message, so a failover to
+// that replica keeps it; Redis' WAIT is still not a consensus (a failover may pick another
+// replica), and every publish pays one more round trip plus the replica's lag.
+func (b *Broker) waitReplicas(ctx context.Context, c redis.Conn, msgs []*Message, todo []int, errs []error) {
+	timeout := b.cfg.WaitTimeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	got, err := redis.Int(redis.DoContext(c, ctx, "WAIT", b.cfg.WaitReplicas, timeout.Milliseconds()))
+	if err == nil && got >= b.cfg.WaitReplicas {
+		return
+	}
+	for _, i := range todo {
+		if errs[i] != nil {
+			continue
+		}
+		if err != nil {
+			errs[i] = fmt.Errorf("%w: publish task %s: wait for %d replicas: %w", ErrNotReplicated, msgs[i].ID, b.cfg.WaitReplicas, err)
+		} else {
+			errs[i] = fmt.Errorf("%w: publish task %s: %d of %d replicas confirmed within %v", ErrNotReplicated, msgs[i].ID, got, b.cfg.WaitReplicas, timeout)
+		}
+	}
+}

@@ -17,14 +17,15 @@ import (
 // master_name transport option).
 const SentinelMaster = "mymaster"
 
-// Sentinels is a Redis master, one replica and three sentinels on loopback ports, owned by one
-// test. The sentinels declare the master down after 1 s and promote the replica within a few
+// Sentinels is a Redis master, its replicas and three sentinels on loopback ports, owned by one
+// test. The sentinels declare the master down after 1 s and promote a replica within a few
 // seconds (quorum 2).
 type Sentinels struct {
 	t        testing.TB
 	bin      string
 	Master   *Node
-	Replica  *Node
+	Replica  *Node   // the first replica
+	Replicas []*Node // every replica
 	Watchers []*Node // the three sentinels
 }
 
@@ -52,10 +53,13 @@ func (n *Node) Kill() {
 	n.cmd = nil
 }
 
-// StartSentinels starts the group and waits until the replica is in sync and every sentinel knows
-// the replica and the other two sentinels, so that a failover can happen. Everything is killed
-// when the test ends.
-func StartSentinels(t testing.TB) *Sentinels {
+// StartSentinels starts a master with one replica and three sentinels; see StartSentinelsN.
+func StartSentinels(t testing.TB) *Sentinels { t.Helper(); return StartSentinelsN(t, 1) }
+
+// StartSentinelsN starts a master with the given number of replicas (at least one) and three
+// sentinels, and waits until the replicas are in sync and every sentinel knows them and the other
+// two sentinels, so that a failover can happen. Everything is killed when the test ends.
+func StartSentinelsN(t testing.TB, replicas int) *Sentinels {
 	t.Helper()
 	bin := os.Getenv("CELERYBRIDGE_REDIS_SERVER")
 	if bin == "" {
@@ -69,14 +73,18 @@ func StartSentinels(t testing.TB) *Sentinels {
 	s.Master = s.start(func(n *Node) []string {
 		return append([]string{"--port", fmt.Sprint(n.Port), "--dir", n.Dir, "--logfile", filepath.Join(n.Dir, "log")}, data...)
 	})
-	s.Replica = s.start(func(n *Node) []string {
-		return append([]string{"--port", fmt.Sprint(n.Port), "--dir", n.Dir, "--logfile", filepath.Join(n.Dir, "log"),
-			"--replicaof", "127.0.0.1", fmt.Sprint(s.Master.Port)}, data...)
-	})
-	s.waitFor("replica in sync", func() bool {
-		info, err := nodeDo(s.Replica.Addr(), "INFO", "replication")
-		return err == nil && strings.Contains(string(info.([]byte)), "master_link_status:up")
-	})
+	for range max(1, replicas) {
+		n := s.start(func(n *Node) []string {
+			return append([]string{"--port", fmt.Sprint(n.Port), "--dir", n.Dir, "--logfile", filepath.Join(n.Dir, "log"),
+				"--replicaof", "127.0.0.1", fmt.Sprint(s.Master.Port)}, data...)
+		})
+		s.Replicas = append(s.Replicas, n)
+		s.waitFor("replica in sync", func() bool {
+			info, err := nodeDo(n.Addr(), "INFO", "replication")
+			return err == nil && strings.Contains(string(info.([]byte)), "master_link_status:up")
+		})
+	}
+	s.Replica = s.Replicas[0]
 	for range 3 {
 		s.Watchers = append(s.Watchers, s.start(func(n *Node) []string {
 			conf := filepath.Join(n.Dir, "sentinel.conf")
@@ -94,7 +102,7 @@ func StartSentinels(t testing.TB) *Sentinels {
 		s.waitFor("sentinel "+w.Addr()+" sees the group", func() bool {
 			others, err1 := redis.Values(nodeDo(w.Addr(), "SENTINEL", "sentinels", SentinelMaster))
 			replicas, err2 := redis.Values(nodeDo(w.Addr(), "SENTINEL", "replicas", SentinelMaster))
-			return err1 == nil && err2 == nil && len(others) == 2 && len(replicas) == 1
+			return err1 == nil && err2 == nil && len(others) == 2 && len(replicas) == len(s.Replicas)
 		})
 	}
 	return s
@@ -125,23 +133,33 @@ func (s *Sentinels) MasterAddr() (string, error) {
 	return "", fmt.Errorf("no sentinel names the master: %v", last)
 }
 
-// WaitFailover waits until the sentinels name the replica master and it answers ROLE master,
-// and returns how long that took from since. It fails the test after timeout.
+// WaitFailover waits until the sentinels name a replica master and it answers ROLE master, and
+// returns how long that took from since. It fails the test after timeout (call it from the test's
+// goroutine).
 func (s *Sentinels) WaitFailover(since time.Time, timeout time.Duration) time.Duration {
 	s.t.Helper()
+	d, err := s.AwaitFailover(since, timeout)
+	if err != nil {
+		s.t.Fatalf("celerytest: %v", err)
+	}
+	return d
+}
+
+// AwaitFailover is WaitFailover returning an error instead of failing the test, for use from
+// other goroutines.
+func (s *Sentinels) AwaitFailover(since time.Time, timeout time.Duration) (time.Duration, error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if a, err := s.MasterAddr(); err == nil && a == s.Replica.Addr() {
+		if a, err := s.MasterAddr(); err == nil && a != s.Master.Addr() {
 			if role, err := redis.Values(nodeDo(a, "ROLE")); err == nil && len(role) > 0 {
 				if r, _ := redis.String(role[0], nil); r == "master" {
-					return time.Since(since)
+					return time.Since(since), nil
 				}
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
-	s.t.Fatalf("celerytest: sentinels did not promote %s within %v", s.Replica.Addr(), timeout)
-	return 0
+	return 0, fmt.Errorf("sentinels did not promote a replica of %s within %v", s.Master.Addr(), timeout)
 }
 
 func (s *Sentinels) waitFor(what string, ok func() bool) {

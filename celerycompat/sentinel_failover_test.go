@@ -1,0 +1,222 @@
+package celerycompat_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	cc "github.com/celerybridge/celerybridge/celerycompat"
+	"github.com/celerybridge/celerybridge/celerycompat/celerytest"
+)
+
+// failoverRun is what one failover run saw.
+type failoverRun struct {
+	mu          sync.Mutex
+	accepted    map[string]time.Time // task id -> when Send (or Python's apply_async) returned
+	ran         map[string]int       // Go task id -> runs
+	firstRunAt  time.Time            // first Go run after the kill
+	firstSendAt time.Time            // first accepted Go send after the kill
+	sendErrors  int
+	killedAt    time.Time
+}
+
+func (r *failoverRun) run(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ran[id]++
+	if !r.killedAt.IsZero() && r.firstRunAt.IsZero() {
+		r.firstRunAt = time.Now()
+	}
+}
+
+// TestSentinelFailover runs a mixed Go/Python workload on sentinel:// URLs, SIGKILLs the master
+// a third of the way through, and checks that Go producers and workers and the Python 5.7
+// worker carry on with the promoted replica, without a restart. It reports tasks accepted, run,
+// lost and run twice, and the time to recover. With WaitReplicas=1 no accepted task may be lost;
+// without it, losses are the ones Redis' asynchronous replication allows and are only reported.
+func TestSentinelFailover(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		wait int
+	}{{"async", 0}, {"wait1", 1}} {
+		t.Run(tc.name, func(t *testing.T) { sentinelFailoverRun(t, 2000, tc.wait) })
+	}
+}
+
+func sentinelFailoverRun(t *testing.T, total, waitReplicas int) {
+	// Two replicas: after the failover the new master still has one, so WaitReplicas=1 can be met.
+	s := celerytest.StartSentinelsN(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const pyEvery = 10 // every 10th task is cap.add for the Python worker
+	env := []string{"CAP_MASTER_NAME=" + celerytest.SentinelMaster, "CAP_VISIBILITY_TIMEOUT=5"}
+	celerytest.StartPyWorker(t, celerytest.CeleryNew, s.URL(0), s.URL(1), env,
+		"--hostname", "py@%h", "--queues", "py", "--prefetch", "4")
+
+	r := &failoverRun{accepted: map[string]time.Time{}, ran: map[string]int{}}
+	newBroker := func(waitReplicas int) *cc.Broker {
+		b, err := cc.NewBroker(sentinelPool(t, s, 0, 16), cc.BrokerConfig{VisibilityTimeout: 5 * time.Second,
+			WaitReplicas: waitReplicas})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	backend, err := cc.NewBackend(sentinelPool(t, s, 1, 16), cc.BackendConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wctx, stopWorkers := context.WithCancel(ctx)
+	defer func() { stopWorkers(); wg.Wait() }()
+	for i := range 2 {
+		w, err := cc.NewWorker(newBroker(0), cc.WorkerConfig{Hostname: fmt.Sprintf("go%d@failover", i),
+			Concurrency: 8, PrefetchMultiplier: 4, Backend: backend, RestoreInterval: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Register("fo.count", cc.HandlerFunc(func(ctx context.Context, req *cc.Request) (any, error) {
+			r.run(req.ID)
+			return nil, nil
+		})); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = w.Run(wctx) }()
+	}
+
+	// Python's producer on the same URLs, before the failover: its tasks run on the Go workers.
+	raw, _ := json.Marshal(map[string]any{"name": "fo.count", "count": 50})
+	out := celerytest.RunPython(t, celerytest.CeleryNew, []string{"BROKER_URL=" + s.URL(0), "BACKEND_URL=" + s.URL(1),
+		"CAP_MASTER_NAME=" + celerytest.SentinelMaster}, 60*time.Second, "send.py", "--spec", string(raw))
+	var sent pySent
+	if err := json.Unmarshal(out, &sent); err != nil {
+		t.Fatalf("send.py output %q: %v", out, err)
+	}
+	for _, id := range sent.IDs {
+		r.accepted[id] = time.Now()
+	}
+
+	producer, err := cc.NewProducer(newBroker(waitReplicas), cc.ProducerConfig{Backend: backend})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pyIDs []string
+	var recovered time.Duration
+	promotedc := make(chan time.Duration, 1)
+	for n := range total {
+		if n == total/3 {
+			r.mu.Lock()
+			r.killedAt = time.Now()
+			r.mu.Unlock()
+			s.Master.Kill()
+			go func(since time.Time) {
+				d, err := s.AwaitFailover(since, 30*time.Second)
+				if err != nil {
+					t.Error(err)
+				}
+				promotedc <- d
+			}(r.killedAt)
+		}
+		id := fmt.Sprintf("fo-%05d", n)
+		name, opts := "fo.count", []cc.SendOption{cc.WithTaskID(id)}
+		if n%pyEvery == 0 {
+			name, opts = "cap.add", append(opts, cc.WithQueue("py"))
+		}
+		// A producer that wants its task sent retries; each retry may deliver it twice.
+		for {
+			_, err := producer.Send(ctx, name, []any{n, 1}, nil, opts...)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("send %s: %v", id, err)
+			}
+			r.sendErrors++
+			time.Sleep(100 * time.Millisecond)
+		}
+		r.mu.Lock()
+		r.accepted[id] = time.Now()
+		if !r.killedAt.IsZero() && r.firstSendAt.IsZero() {
+			r.firstSendAt = time.Now()
+			recovered = r.firstSendAt.Sub(r.killedAt)
+		}
+		r.mu.Unlock()
+		if n%pyEvery == 0 {
+			pyIDs = append(pyIDs, id)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	promoted := <-promotedc
+
+	// Wait for the Go tasks (visibility timeout 5 s: a message held by a worker whose ack was
+	// lost comes back after it) and the Python results.
+	pySet := map[string]bool{}
+	for _, id := range pyIDs {
+		pySet[id] = true
+	}
+	goLost := func() []string {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		var lost []string
+		for id := range r.accepted {
+			if !pySet[id] && r.ran[id] == 0 {
+				lost = append(lost, id)
+			}
+		}
+		return lost
+	}
+	pyDone := map[string]bool{}
+	deadline := time.Now().Add(40 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, id := range pyIDs {
+			if pyDone[id] {
+				continue
+			}
+			if m, err := backend.GetMeta(ctx, id); err == nil && m.Status == cc.StateSuccess {
+				pyDone[id] = true
+			}
+		}
+		if len(goLost()) == 0 && len(pyDone) == len(pyIDs) {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	lost := goLost()
+	r.mu.Lock()
+	twice, runs := 0, 0
+	for _, n := range r.ran {
+		runs += n
+		if n > 1 {
+			twice++
+		}
+	}
+	firstRun := r.firstRunAt.Sub(r.killedAt)
+	r.mu.Unlock()
+	var lostAfter int // accepted once the new master took over: never allowed to be lost
+	for _, id := range lost {
+		if r.accepted[id].After(r.killedAt.Add(promoted)) {
+			lostAfter++
+		}
+	}
+	t.Logf("failover (WaitReplicas=%d, master + 2 replicas, 2 Go workers x 8 + Python %s worker, 2 shared cores): accepted %d (%d Python-sent), "+
+		"Go runs %d, lost %d (after promotion %d), run twice %d; Python results %d/%d; send errors %d; "+
+		"sentinels promoted after %v, first accepted send %v, first Go run %v after the kill",
+		waitReplicas, "5.7", len(r.accepted), len(sent.IDs), runs, len(lost), lostAfter, twice, len(pyDone), len(pyIDs),
+		r.sendErrors, promoted.Round(time.Millisecond), recovered.Round(time.Millisecond), firstRun.Round(time.Millisecond))
+	if lostAfter > 0 {
+		t.Errorf("%d tasks accepted after the promotion never ran: %v", lostAfter, lost)
+	}
+	if waitReplicas > 0 && len(lost) > 0 {
+		t.Errorf("WaitReplicas=%d and still %d accepted tasks lost: %v", waitReplicas, len(lost), lost)
+	}
+	if missing := len(pyIDs) - len(pyDone); missing > 0 && (waitReplicas > 0 || missing > len(lost)+5) {
+		t.Errorf("%d of %d cap.add tasks have no result from the Python worker", missing, len(pyIDs))
+	}
+	if r.firstRunAt.IsZero() {
+		t.Error("no Go task ran after the kill")
+	}
+}
