@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,9 +53,12 @@ func sentinelFailoverRun(t *testing.T, total, waitReplicas int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const pyEvery = 10 // every 10th task is cap.add for the Python worker
-	env := []string{"CAP_MASTER_NAME=" + celerytest.SentinelMaster, "CAP_VISIBILITY_TIMEOUT=5"}
+	// Both Python peers serve queue "py"; results name the worker (result_extended).
+	env := []string{"CAP_MASTER_NAME=" + celerytest.SentinelMaster, "CAP_VISIBILITY_TIMEOUT=5", "CAP_RESULT_EXTENDED=1"}
 	celerytest.StartPyWorker(t, celerytest.CeleryNew, s.URL(0), s.URL(1), env,
-		"--hostname", "py@%h", "--queues", "py", "--prefetch", "4")
+		"--hostname", "py57@%h", "--queues", "py", "--prefetch", "4")
+	celerytest.StartPyWorker(t, celerytest.CeleryOld, s.URL(0), s.URL(1), env,
+		"--hostname", "py52@%h", "--queues", "py", "--prefetch", "4")
 
 	r := &failoverRun{accepted: map[string]time.Time{}, ran: map[string]int{}}
 	newBroker := func(waitReplicas int) *cc.Broker {
@@ -170,6 +174,7 @@ func sentinelFailoverRun(t *testing.T, total, waitReplicas int) {
 		return lost
 	}
 	pyDone := map[string]bool{}
+	pyShare := map[string]int{} // Python node (before "@") -> results
 	deadline := time.Now().Add(40 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, id := range pyIDs {
@@ -178,6 +183,8 @@ func sentinelFailoverRun(t *testing.T, total, waitReplicas int) {
 			}
 			if m, err := backend.GetMeta(ctx, id); err == nil && m.Status == cc.StateSuccess {
 				pyDone[id] = true
+				node, _, _ := strings.Cut(m.Worker, "@")
+				pyShare[node]++
 			}
 		}
 		if len(goLost()) == 0 && len(pyDone) == len(pyIDs) {
@@ -203,9 +210,9 @@ func sentinelFailoverRun(t *testing.T, total, waitReplicas int) {
 		}
 	}
 	t.Logf("failover (WaitReplicas=%d, master + 2 replicas, 2 Go workers x 8 + Python %s worker, 2 shared cores): accepted %d (%d Python-sent), "+
-		"Go runs %d, lost %d (after promotion %d), run twice %d; Python results %d/%d; send errors %d; "+
+		"Go runs %d, lost %d (after promotion %d), run twice %d; Python results %d/%d %v; send errors %d; "+
 		"sentinels promoted after %v, first accepted send %v, first Go run %v after the kill",
-		waitReplicas, "5.7", len(r.accepted), len(sent.IDs), runs, len(lost), lostAfter, twice, len(pyDone), len(pyIDs),
+		waitReplicas, "5.7 and a 5.2.6", len(r.accepted), len(sent.IDs), runs, len(lost), lostAfter, twice, len(pyDone), len(pyIDs), pyShare,
 		r.sendErrors, promoted.Round(time.Millisecond), recovered.Round(time.Millisecond), firstRun.Round(time.Millisecond))
 	if lostAfter > 0 {
 		t.Errorf("%d tasks accepted after the promotion never ran: %v", lostAfter, lost)
@@ -213,10 +220,100 @@ func sentinelFailoverRun(t *testing.T, total, waitReplicas int) {
 	if waitReplicas > 0 && len(lost) > 0 {
 		t.Errorf("WaitReplicas=%d and still %d accepted tasks lost: %v", waitReplicas, len(lost), lost)
 	}
-	if missing := len(pyIDs) - len(pyDone); missing > 0 && (waitReplicas > 0 || missing > len(lost)+5) {
+	// The Python workers hold at most 2x4 prefetched messages; a 5.2.6 worker that stalls on the
+	// old master (seen elsewhere, see README) may leave those few unfinished. Not more.
+	if missing := len(pyIDs) - len(pyDone); missing > len(lost)+8 {
 		t.Errorf("%d of %d cap.add tasks have no result from the Python worker", missing, len(pyIDs))
 	}
 	if r.firstRunAt.IsZero() {
 		t.Error("no Go task ran after the kill")
+	}
+}
+
+// TestSentinelCelery52 puts Debian's Celery 5.2.6 beside Go on sentinel:// URLs: its worker runs
+// tasks Go sends and its producer's tasks run on a Go worker. After a SIGKILL of the master the Go
+// side carries on; 5.2.6's worker is known to keep dialling the dead master (design notes), so the
+// test only reports whether it recovered within 15 s and does not wait longer.
+func TestSentinelCelery52(t *testing.T) {
+	s := celerytest.StartSentinels(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	env := []string{"CAP_MASTER_NAME=" + celerytest.SentinelMaster}
+	celerytest.StartPyWorker(t, celerytest.CeleryOld, s.URL(0), s.URL(1), env, "--hostname", "py52@%h", "--queues", "py")
+	b, err := cc.NewBroker(sentinelPool(t, s, 0, 8), cc.BrokerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend, err := cc.NewBackend(sentinelPool(t, s, 1, 8), cc.BackendConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	producer, err := cc.NewProducer(b, cc.ProducerConfig{Backend: backend})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan string, 100)
+	w, err := cc.NewWorker(b, cc.WorkerConfig{Hostname: "go@c52", Backend: backend})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Register("fo.count", cc.HandlerFunc(func(ctx context.Context, req *cc.Request) (any, error) {
+		ran <- req.ID
+		return nil, nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	wdone := make(chan error, 1)
+	go func() { wdone <- w.Run(wctx) }()
+	defer func() { stop(); <-wdone }()
+
+	add := func(within time.Duration) (any, error) {
+		res, err := producer.Send(ctx, "cap.add", []any{2, 3}, nil, cc.WithQueue("py"))
+		if err != nil {
+			return nil, err
+		}
+		gctx, gcancel := context.WithTimeout(ctx, within)
+		defer gcancel()
+		return res.Get(gctx)
+	}
+	if v, err := add(30 * time.Second); err != nil || fmt.Sprint(v) != "5" {
+		t.Fatalf("Go -> Celery 5.2.6 worker on sentinel URLs: %v, %v", v, err)
+	}
+	raw, _ := json.Marshal(map[string]any{"name": "fo.count", "count": 3})
+	out := celerytest.RunPython(t, celerytest.CeleryOld, []string{"BROKER_URL=" + s.URL(0), "BACKEND_URL=" + s.URL(1),
+		"CAP_MASTER_NAME=" + celerytest.SentinelMaster}, 60*time.Second, "send.py", "--spec", string(raw))
+	var sent pySent
+	if err := json.Unmarshal(out, &sent); err != nil {
+		t.Fatalf("send.py output %q: %v", out, err)
+	}
+	for range sent.IDs {
+		select {
+		case <-ran:
+		case <-time.After(30 * time.Second):
+			t.Fatal("a task Celery 5.2.6 sent on sentinel URLs did not run on the Go worker")
+		}
+	}
+
+	killed := time.Now()
+	s.Master.Kill()
+	s.WaitFailover(killed, 30*time.Second)
+	var res *cc.AsyncResult
+	for {
+		if res, err = producer.Send(ctx, "fo.count", nil, nil); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case <-ran:
+		t.Logf("Go producer and worker recovered %v after the kill", time.Since(killed).Round(time.Millisecond))
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the Go worker ran nothing after the failover (task %s)", res.ID)
+	}
+	if v, err := add(15 * time.Second); err != nil {
+		t.Logf("Celery 5.2.6 worker after the failover: no result within 15 s (%v): its known limit, see README", err)
+	} else {
+		t.Logf("Celery 5.2.6 worker after the failover: answered %v", v)
 	}
 }
