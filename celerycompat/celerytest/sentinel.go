@@ -41,6 +41,16 @@ type Node struct {
 // Addr is host:port.
 func (n *Node) Addr() string { return fmt.Sprintf("127.0.0.1:%d", n.Port) }
 
+// Signal sends sig to the process (SIGSTOP and SIGCONT make a replica lag); a stopped node is
+// left alone.
+func (n *Node) Signal(sig os.Signal) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		_ = n.cmd.Process.Signal(sig)
+	}
+}
+
 // Kill SIGKILLs the process (a crash: nothing is persisted) and waits for it to exit.
 func (n *Node) Kill() {
 	n.mu.Lock()
