@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,4 +169,29 @@ func nodeDo(t *testing.T, addr string, db int, cmd string, args ...any) (any, er
 	}
 	defer c.Close()
 	return c.Do(cmd, args...)
+}
+
+// FuzzParseRedisURL: any string parses to a URL or fails with ErrInvalidURL, never panics; a
+// sentinel URL that parses names at least one sentinel and a non-negative database.
+func FuzzParseRedisURL(f *testing.F) {
+	for _, s := range []string{"redis://h:1/2", "rediss://h?ssl_cert_reqs=none", "unix:///s?db=3",
+		"sentinel://h1:26380;sentinel://h2:26381/3", "sentinel://:pw@h1/2;sentinel://h2", "sentinel://;;",
+		"sentinel://h1/x", "sentinel://[::1]:1/0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		u, err := cc.ParseRedisURL(raw)
+		if err != nil {
+			if !errors.Is(err, cc.ErrInvalidURL) {
+				t.Fatalf("%q: error %v is not ErrInvalidURL", raw, err)
+			}
+			return
+		}
+		if u.DB < 0 {
+			t.Fatalf("%q: negative database %d", raw, u.DB)
+		}
+		if strings.HasPrefix(raw, "sentinel://") && len(u.Sentinels) == 0 {
+			t.Fatalf("%q: sentinel URL parsed without a sentinel", raw)
+		}
+	})
 }
