@@ -195,3 +195,23 @@ func FuzzParseRedisURL(f *testing.F) {
 		}
 	})
 }
+
+// A publish no replica confirms fails with ErrNotReplicated, although the master has the message.
+func TestWaitReplicasNotConfirmed(t *testing.T) {
+	r := celerytest.StartRedis(t) // no replica at all
+	b, err := cc.NewBroker(r.Pool(0), cc.BrokerConfig{WaitReplicas: 1, WaitTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := cc.NewProducer(b, cc.ProducerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Send(context.Background(), "t.noop", nil, nil)
+	if !errors.Is(err, cc.ErrNotReplicated) {
+		t.Fatalf("Send without a replica: %v, want ErrNotReplicated", err)
+	}
+	if n, _ := redis.Int(r.Do(0, "LLEN", "celery"), nil); n != 1 {
+		t.Fatalf("queue holds %d messages, want the 1 the master accepted", n)
+	}
+}
