@@ -92,7 +92,12 @@ func sentinelFailoverRun(t *testing.T, total, waitReplicas int) {
 			t.Fatal(err)
 		}
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = w.Run(wctx) }()
+		go func() {
+			defer wg.Done()
+			if err := w.Run(wctx); err != nil {
+				t.Errorf("worker %d: Run: %v", i, err)
+			}
+		}()
 	}
 
 	// Python's producer on the same URLs, before the failover: its tasks run on the Go workers.
@@ -226,7 +231,13 @@ func sentinelFailoverRun(t *testing.T, total, waitReplicas int) {
 	// The Python workers hold at most 2x4 prefetched messages; a 5.2.6 worker that stalls on the
 	// old master (seen elsewhere, see README) may leave those few unfinished. Not more.
 	if missing := len(pyIDs) - len(pyDone); missing > len(lost)+8 {
-		t.Errorf("%d of %d cap.add tasks have no result from the Python worker", missing, len(pyIDs))
+		var ids []string
+		for _, id := range pyIDs {
+			if !pyDone[id] {
+				ids = append(ids, id)
+			}
+		}
+		t.Errorf("%d of %d cap.add tasks have no result from the Python workers: %v", missing, len(pyIDs), ids)
 	}
 	if r.firstRunAt.IsZero() {
 		t.Error("no Go task ran after the kill")
