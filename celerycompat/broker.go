@@ -35,6 +35,13 @@ type BrokerConfig struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// WaitReplicas, when positive, makes every publish wait (Redis WAIT) until that many replicas
+	// hold the message, at most WaitTimeout (default 1 s). Redis replicates asynchronously: without
+	// it a master that dies right after a publish can take the message with it. A publish fewer
+	// replicas confirmed fails with ErrNotReplicated although the master has it (publish again:
+	// at least once). See sentinel.go for the guarantee and its cost.
+	WaitReplicas int
+	WaitTimeout  time.Duration
 }
 
 // Broker publishes Celery task messages to Redis lists the way kombu's Redis transport does, and
@@ -261,6 +268,9 @@ func (b *Broker) publishOnce(ctx context.Context, msgs []*Message, encoded [][]b
 				errs[i] = fmt.Errorf("%w: publish task %s: %w", ErrBroker, msgs[i].ID, err)
 			}
 		}
+	}
+	if b.cfg.WaitReplicas > 0 {
+		b.waitReplicas(ctx, c, msgs, todo, errs)
 	}
 	for _, q := range newQueues {
 		b.declared.Store(q, struct{}{})

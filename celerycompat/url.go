@@ -19,18 +19,38 @@ import (
 //	redis://[[user]:password@]host[:port][/db]
 //	rediss://...?ssl_cert_reqs=required&ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/k.pem
 //	unix:///path/to/redis.sock?db=0      (also redis+socket:// and socket://, with db or virtual_host)
+//	sentinel://[[user]:password@]host[:port][/db];sentinel://host2[:port]...
+//
+// A sentinel:// URL lists Redis Sentinels (default port 26379), separated by ";", as kombu's broker
+// and Celery's SentinelBackend read them: user, password and database come from the first entry
+// and are those of the master, not of the sentinels. The master name is not part of the URL
+// (kombu rejects unknown query parameters): Celery takes it from
+// broker_transport_options={'master_name': ...}; set MasterName after parsing. See NewPool for how
+// the master is found and followed across a failover.
 type RedisURL struct {
 	Network  string // "tcp" or "unix"
-	Address  string // host:port or socket path
+	Address  string // host:port or socket path; empty for sentinel://, whose master is looked up
 	DB       int
 	Username string
 	Password string
 	// TLS is non-nil for rediss://.
 	TLS *tls.Config
+	// Sentinels are the host:port of each sentinel of a sentinel:// URL, in the order given; nil
+	// for other schemes.
+	Sentinels []string
+	// MasterName is the name the sentinels monitor the master under: Celery's master_name
+	// transport option. Required with Sentinels.
+	MasterName string
+	// SentinelPassword is sent to the sentinels (Celery: sentinel_kwargs={'password': ...});
+	// empty sends none.
+	SentinelPassword string
 }
 
 // ParseRedisURL parses a Celery-style Redis URL. The default port is 6379 and the default DB 0.
 func ParseRedisURL(raw string) (*RedisURL, error) {
+	if strings.HasPrefix(raw, "sentinel://") {
+		return parseSentinelURL(raw)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidURL, err)
@@ -77,7 +97,7 @@ func ParseRedisURL(raw string) (*RedisURL, error) {
 			}
 		}
 	default:
-		return nil, fmt.Errorf("%w: scheme %q (want redis, rediss, unix)", ErrInvalidURL, u.Scheme)
+		return nil, fmt.Errorf("%w: scheme %q (want redis, rediss, unix, sentinel)", ErrInvalidURL, u.Scheme)
 	}
 	if v := q.Get("db"); v != "" && r.Network == "tcp" {
 		if r.DB, err = strconv.Atoi(v); err != nil || r.DB < 0 {
@@ -145,7 +165,16 @@ func (r *RedisURL) DialOptions() []redis.DialOption {
 
 // NewPool returns a redigo pool for the URL. The caller owns it and closes it. maxActive bounds
 // the open connections (0 = unbounded, redigo's default).
+//
+// For a sentinel:// URL each new connection asks the sentinels for the current master
+// (SENTINEL get-master-addr-by-name) and checks with ROLE that it reached one; a connection that
+// breaks or is answered READONLY is dropped, and so are the pool's idle connections to the old
+// master, so the next one follows a failover without a restart. Without MasterName every dial
+// fails with ErrInvalidURL.
 func (r *RedisURL) NewPool(maxActive int) *redis.Pool {
+	if len(r.Sentinels) > 0 {
+		return r.newSentinelPool(maxActive)
+	}
 	opts := r.DialOptions()
 	return &redis.Pool{
 		MaxIdle:     max(8, maxActive),

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/celerybridge/celerybridge/internal/celerytest"
 	"github.com/celerybridge/celerybridge/gocelery"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // gocelery's design figures, from its source (not measured: gocelery is not run here).

@@ -9,8 +9,8 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
-	"github.com/celerybridge/celerybridge/internal/celerytest"
 	"github.com/celerybridge/celerybridge/gocelery"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 const crashChildEnv = "GOCELERY_CRASH_CHILD_REDIS"

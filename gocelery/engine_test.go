@@ -13,8 +13,8 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
-	"github.com/celerybridge/celerybridge/internal/celerytest"
 	"github.com/celerybridge/celerybridge/gocelery"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // queued returns the envelopes waiting in list "celery".

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/celerybridge/celerybridge/celerycompat"
-	"github.com/celerybridge/celerybridge/internal/celerytest"
 	"github.com/celerybridge/celerybridge/gocelery"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // addTask is a kwargs task written the way gocelery documents CeleryTask: ParseKwargs asserts

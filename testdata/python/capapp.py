@@ -14,6 +14,8 @@ Configured from the environment (read once, at import):
   CAP_SEND_SENT_EVENT     1 -> task_send_sent_event
   CAP_RESULT_EXPIRES      seconds -> result_expires (default: Celery's, one day)
   CAP_TIMEZONE            timezone (default UTC; enable_utc stays on)
+  CAP_MASTER_NAME         Sentinel master name -> master_name in broker_transport_options and
+                          result_backend_transport_options (for sentinel:// URLs)
 
 JSON is the only serializer and the only accepted content type.
 
@@ -82,6 +84,10 @@ def build_config(**overrides):
     vt = _env_num("CAP_VISIBILITY_TIMEOUT", float)
     if vt is not None:
         conf["broker_transport_options"] = {"visibility_timeout": vt}
+    master = os.environ.get("CAP_MASTER_NAME", "").strip()
+    if master:
+        conf.setdefault("broker_transport_options", {})["master_name"] = master
+        conf["result_backend_transport_options"] = {"master_name": master}
     if _env_flag("CAP_TRACK_STARTED"):
         conf["task_track_started"] = True
     prefetch = _env_num("CAP_PREFETCH")

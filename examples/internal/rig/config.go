@@ -88,6 +88,13 @@ type Config struct {
 	// RedisURL (the original uses one URL for both). The API keeps its business-id mapping here,
 	// beside the results. Flag -results.
 	ResultURL string
+	// MasterName is the Sentinel master name for a sentinel:// RedisURL, Celery's
+	// broker_transport_options={'master_name': ...}: BROKER_MASTER_NAME. Flag -master-name.
+	MasterName string
+	// ResultMasterName is the same for a sentinel:// result backend, Celery's
+	// result_backend_transport_options master_name: RESULT_BACKEND_MASTER_NAME; empty means
+	// MasterName. Flag -result-master-name.
+	ResultMasterName string
 	// CallbackURL is where the worker's callbacks are POSTed: CALLBACK_URL, default
 	// DefaultCallbackURL. Flag -callback-url.
 	CallbackURL string
@@ -176,12 +183,14 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return v
 	}
 	cfg := Config{
-		RedisURL:       or(first("CELERY_BROKER_URL", "REDIS_URL"), DefaultRedisURL),
-		ResultURL:      first("CELERY_RESULT_BACKEND", "RESULT_URL"),
-		CallbackURL:    or(first("CALLBACK_URL"), DefaultCallbackURL),
-		CallbackSecret: getenv("CALLBACK_SECRET"),
-		CallbackDB:     or(first("CALLBACK_DB"), DefaultCallbackDB),
-		Host:           or(first("HOST"), DefaultHost),
+		RedisURL:         or(first("CELERY_BROKER_URL", "REDIS_URL"), DefaultRedisURL),
+		ResultURL:        first("CELERY_RESULT_BACKEND", "RESULT_URL"),
+		CallbackURL:      or(first("CALLBACK_URL"), DefaultCallbackURL),
+		MasterName:       first("BROKER_MASTER_NAME"),
+		ResultMasterName: first("RESULT_BACKEND_MASTER_NAME"),
+		CallbackSecret:   getenv("CALLBACK_SECRET"),
+		CallbackDB:       or(first("CALLBACK_DB"), DefaultCallbackDB),
+		Host:             or(first("HOST"), DefaultHost),
 	}
 	var errs []error
 	parse := func(name string, def any, dst any) {
@@ -241,6 +250,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RedisURL, "redis", c.RedisURL, "broker URL (CELERY_BROKER_URL, REDIS_URL)")
 	fs.StringVar(&c.ResultURL, "results", c.ResultURL, "result backend URL; empty: the broker URL (CELERY_RESULT_BACKEND, RESULT_URL)")
+	fs.StringVar(&c.MasterName, "master-name", c.MasterName, "Sentinel master name for a sentinel:// broker (BROKER_MASTER_NAME)")
+	fs.StringVar(&c.ResultMasterName, "result-master-name", c.ResultMasterName, "Sentinel master name for a sentinel:// result backend; empty: -master-name (RESULT_BACKEND_MASTER_NAME)")
 	fs.StringVar(&c.CallbackURL, "callback-url", c.CallbackURL, "worker: where callbacks are POSTed (CALLBACK_URL)")
 	fs.Var((*seconds)(&c.TaskSleep), "sleep", "worker: seconds each task works, e.g. 0, 1.5 or 250ms (TASK_SLEEP)")
 	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "worker: tasks run at once (CONCURRENCY)")
@@ -264,12 +275,15 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 // Validate reports every field out of range.
 func (c Config) Validate() error {
 	var errs []error
-	for _, u := range []struct{ name, v string }{{"redis url", c.RedisURL}, {"result url", c.ResultURL}} {
+	for _, u := range []struct{ name, v, master string }{{"redis url", c.RedisURL, c.MasterName},
+		{"result url", c.ResultURL, c.resultMasterName()}} {
 		if u.v == "" && u.name == "result url" {
 			continue
 		}
-		if _, err := celerycompat.ParseRedisURL(u.v); err != nil {
+		if p, err := celerycompat.ParseRedisURL(u.v); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", u.name, err))
+		} else if len(p.Sentinels) > 0 && u.master == "" {
+			errs = append(errs, fmt.Errorf("%s: a sentinel:// URL needs a master name (BROKER_MASTER_NAME, RESULT_BACKEND_MASTER_NAME)", u.name))
 		}
 	}
 	if u, err := url.Parse(c.CallbackURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -344,6 +358,14 @@ func (c Config) ResultsURL() string {
 		return c.ResultURL
 	}
 	return c.RedisURL
+}
+
+// resultMasterName is the Sentinel master name of the result backend in effect.
+func (c Config) resultMasterName() string {
+	if c.ResultMasterName != "" {
+		return c.ResultMasterName
+	}
+	return c.MasterName
 }
 
 // Redacted is a URL with its password replaced by "xxxxx", for logs.

@@ -59,9 +59,10 @@ func OpenDeps(cfg Config, logger *slog.Logger) (d Deps, close func() error, err 
 	if err != nil {
 		return Deps{}, nil, fmt.Errorf("rig: broker url: %w", err)
 	}
+	bu.MasterName = cfg.MasterName
 	broker := newCheckedPool(bu, poolSize)
 	d = Deps{Broker: broker, Logger: logger}
-	if cfg.ResultsURL() == cfg.RedisURL {
+	if cfg.ResultsURL() == cfg.RedisURL && cfg.resultMasterName() == cfg.MasterName {
 		return d, broker.Close, nil
 	}
 	ru, err := celerycompat.ParseRedisURL(cfg.ResultsURL())
@@ -69,6 +70,7 @@ func OpenDeps(cfg Config, logger *slog.Logger) (d Deps, close func() error, err 
 		broker.Close()
 		return Deps{}, nil, fmt.Errorf("rig: result url: %w", err)
 	}
+	ru.MasterName = cfg.resultMasterName()
 	results := newCheckedPool(ru, poolSize)
 	d.Results = results
 	return d, func() error { return errors.Join(broker.Close(), results.Close()) }, nil

@@ -35,7 +35,13 @@ type checkedPool struct {
 // newCheckedPool returns a pool of at most size connections to u.
 func newCheckedPool(u *celerycompat.RedisURL, size int) *checkedPool {
 	p := &checkedPool{Pool: u.NewPool(size)}
+	own := p.Pool.TestOnBorrow // a sentinel pool's refuses connections to a former master
 	p.Pool.TestOnBorrow = func(c redis.Conn, lastUsed time.Time) error {
+		if own != nil {
+			if err := own(c, lastUsed); err != nil {
+				return err
+			}
+		}
 		if time.Since(lastUsed) < checkIdleAfter && lastUsed.UnixNano() > p.lastBreak.Load() {
 			return nil
 		}

@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// fleetTasks is how many tasks TestFleet runs: FLEET_TASKS, default 20000 (about a minute on two
+// shared cores); set it lower for a quick run.
+func fleetTasks(t *testing.T) int {
+	n := 20000
+	if v := os.Getenv("FLEET_TASKS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 100 {
+			t.Fatalf("FLEET_TASKS=%q: want a number >= 100", v)
+		}
+	}
+	return n
+}
+
+// pyRunLine is what tasks.py prints when it starts a task.
+var pyRunLine = regexp.MustCompile(`开始处理任务 \[业务 ID: ([0-9a-f-]+)\]`)
+
+// TestFleet runs 8 Go worker processes and 2 Python workers (the original tasks.py) on one Redis,
+// pushes FLEET_TASKS tasks through the Go API, and SIGKILLs one Go and one Python worker at
+// random moments. Nothing may be lost: every task ends SUCCESS with exactly one stored callback.
+// It reports each worker's share and the duplicates.
+//
+//	FLEET_TASKS=2000 go test -count=1 -run TestFleet ./examples/e2e/
+func TestFleet(t *testing.T) {
+	n := fleetTasks(t)
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 0))
+	t.Logf("seed %d", seed)
+
+	r := newRig(t)
+	// A killed worker's messages come back after the visibility timeout; the Go workers' restore
+	// sweep (every 10 s) returns them, whoever held them. Tasks take milliseconds, far below it.
+	r.workerEnv = []string{"VISIBILITY_TIMEOUT=10", "CONCURRENCY=4"}
+	r.goReceiver()
+	r.goAPI()
+	var goWorkers []*proc
+	for i := range 8 {
+		goWorkers = append(goWorkers, r.goWorker(fmt.Sprintf("go-worker-%d", i)))
+	}
+	pyWorkers := []*proc{r.pyWorker("py-worker-0"), r.pyWorker("py-worker-1")}
+
+	done := r.loadInBackground(n, 20*time.Minute)
+	// Kill moments: a random callback count between 10% and 60% of the run, one for each.
+	goAt := int64(n/10 + rng.IntN(n/2))
+	pyAt := int64(n/10 + rng.IntN(n/2))
+	goVictim, pyVictim := goWorkers[rng.IntN(len(goWorkers))], pyWorkers[rng.IntN(len(pyWorkers))]
+	killed := map[string]int64{}
+	for len(killed) < 2 {
+		st := r.waitUnique(min(goAt, pyAt), 10*time.Minute)
+		if _, ok := killed[goVictim.name]; !ok && st.Unique >= goAt {
+			goVictim.kill()
+			killed[goVictim.name] = st.Unique
+			goAt = 1 << 62
+		}
+		if _, ok := killed[pyVictim.name]; !ok && st.Unique >= pyAt {
+			pyVictim.kill()
+			killed[pyVictim.name] = st.Unique
+			pyAt = 1 << 62
+		}
+	}
+	res := <-done
+	checkExact(t, res.rep, res.err, n)
+	t.Logf("SIGKILLed %s at %d and %s at %d callbacks", goVictim.name, killed[goVictim.name], pyVictim.name, killed[pyVictim.name])
+
+	// Shares. A Go worker's last run stores its node name in the result (result_extended); the
+	// Python workers store none, so their runs are counted from their logs (every start).
+	finishedBy := r.resultWorkers()
+	byWorker := map[string]int{}
+	goPID := map[string]string{} // node name -> process name
+	for _, w := range goWorkers {
+		goPID[fmt.Sprintf("celerybridge.%d@", w.cmd.Process.Pid)] = w.name
+	}
+	for _, node := range finishedBy {
+		name := "python"
+		for prefix, proc := range goPID {
+			if strings.HasPrefix(node, prefix) {
+				name = proc
+			}
+		}
+		byWorker[name]++
+	}
+	pyRuns := map[string]int{}
+	for _, w := range pyWorkers {
+		for _, m := range pyRunLine.FindAllStringSubmatch(w.log(), -1) {
+			pyRuns[m[1]]++
+			byWorker[w.name+" (starts)"]++
+		}
+	}
+	var pyTwice int
+	for _, c := range pyRuns {
+		if c > 1 {
+			pyTwice++
+		}
+	}
+	var names []string
+	for k := range byWorker {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, k := range names {
+		fmt.Fprintf(&b, " %s=%d", k, byWorker[k])
+	}
+	t.Logf("fleet of 8 Go (CONCURRENCY=4) + 2 Python (solo) workers, %d tasks, 2 shared cores: lost 0; "+
+		"tasks finished by:%s; callbacks delivered more than once (suppressed by the receiver) %d; "+
+		"tasks a Python worker started more than once %d",
+		n, b.String(), res.rep.Suppressed, pyTwice)
+	if len(finishedBy) != n {
+		t.Errorf("%d results, want %d", len(finishedBy), n)
+	}
+}
+
+// resultWorkers maps each stored result's task id to its "worker" field ("" when the result has
+// none, as the Python worker's).
+func (r *rig) resultWorkers() map[string]string {
+	r.t.Helper()
+	c := r.redis.Pool(0).Get()
+	defer c.Close()
+	out := map[string]string{}
+	cursor := 0
+	for {
+		v, err := redis.Values(c.Do("SCAN", cursor, "MATCH", "celery-task-meta-*", "COUNT", 1000))
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		cursor, _ = redis.Int(v[0], nil)
+		keys, _ := redis.Strings(v[1], nil)
+		for _, k := range keys {
+			raw, err := redis.Bytes(c.Do("GET", k))
+			if err != nil {
+				r.t.Fatal(err)
+			}
+			var meta struct {
+				Status string `json:"status"`
+				Worker string `json:"worker"`
+			}
+			if err := json.Unmarshal(raw, &meta); err != nil {
+				r.t.Fatalf("%s: %v", k, err)
+			}
+			if meta.Status == "SUCCESS" {
+				out[strings.TrimPrefix(k, "celery-task-meta-")] = meta.Worker
+			}
+		}
+		if cursor == 0 {
+			return out
+		}
+	}
+}
