@@ -33,8 +33,8 @@
 //	                         driver, so importing callback does not.
 //	callback/pgstore         a callback.Store in PostgreSQL (jackc/pgx/v5). Imports callback and
 //	                         pgx.
-//	callback/storetest       the conformance suite every callback.Store runs (package testing).
-//	                         Imports callback; meant for tests.
+//	callback/storetest       the conformance suite every callback.Store runs. Imports callback,
+//	                         testing, go-cmp and google/uuid; meant for tests.
 //	gocelery                 the public API of github.com/gocelery/gocelery v1 on celerycompat.
 //	                         Imports celerycompat, redigo and google/uuid.
 //	internal/celerytest      starts the real peers of integration and interop tests (redis-server,
