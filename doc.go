@@ -2,16 +2,48 @@
 // Go producers send tasks that Python workers run, Go workers run tasks that Python producers
 // send, results and crash recovery work across both, and Celery's own tools see Go workers.
 //
-// This root package holds documentation and the wire-vector tests only. The code is in:
+// This root package holds documentation and tests only: the wire-vector tests
+// (protocol_test.go) and the layout test (layout_test.go), which enforces the import rules
+// below.
 //
-//   - [github.com/celerybridge/celerybridge/celerycompat]: Celery's message protocol (1 and 2),
-//     the kombu Redis transport (publish, priorities, fair multi-queue fetch, ack emulation,
-//     visibility-timeout restore), the Redis result backend (including the PUBLISH that wakes
-//     Python's AsyncResult.get()), a producer, a worker and hooks that mirror Celery's signals.
-//   - [github.com/celerybridge/celerybridge/callback]: reliable, signed HTTP result callbacks
-//     (a durable Redis outbox) and the http.Handler that receives them exactly once.
-//   - examples/: the original FastAPI + Celery test rig rebuilt in Go (echo v4, redigo), the
-//     original Python tasks to mix with it, a load tester and a one-command demo.
+// # Packages
+//
+// Module github.com/celerybridge/celerybridge; each package's doc says more.
+//
+//	celerycompat             the one import a user needs: App (the entry point, from the broker
+//	                         and result URLs), Broker (kombu's Redis transport), Backend (the
+//	                         Redis result backend), Producer, Worker, Hooks, Handler, AsyncResult,
+//	                         Control (remote control) and events for Flower. Imports
+//	                         celerycompat/protocol, redigo, google/uuid and the standard library;
+//	                         nothing of callback or examples.
+//	celerycompat/protocol    Celery's wire format with no I/O: task messages (protocol 1 and 2),
+//	                         the JSON and msgpack codecs, kombu's JSON markers, Python time and
+//	                         repr, the result meta and exception formats, states. Imports only the
+//	                         standard library and its codec library (vmihailenco/msgpack): never
+//	                         celerycompat, never redigo or any Redis client.
+//	callback                 signed HTTP result callbacks: the durable Redis outbox, the
+//	                         Dispatcher that sends them and the http.Handler that receives them
+//	                         exactly once; the Store interface and an in-memory Store. Imports the
+//	                         standard library, redigo and fasthttp; never SQLite, pgx or a web
+//	                         framework (echo mounts the handler with echo.WrapHandler).
+//	callback/celeryhook      connects an outbox to a celerycompat worker's hooks. Imports callback
+//	                         and celerycompat.
+//	callback/sqlitestore     a callback.Store in an SQLite file (modernc.org/sqlite). Imports
+//	                         callback and the SQLite driver; only it and pgstore compile a database
+//	                         driver, so importing callback does not.
+//	callback/pgstore         a callback.Store in PostgreSQL (jackc/pgx/v5). Imports callback and
+//	                         pgx.
+//	callback/storetest       the conformance suite every callback.Store runs. Imports callback,
+//	                         testing, go-cmp and google/uuid; meant for tests.
+//	gocelery                 the public API of github.com/gocelery/gocelery v1 on celerycompat.
+//	                         Imports celerycompat, redigo and google/uuid.
+//	internal/celerytest      starts the real peers of integration and interop tests (redis-server,
+//	                         Python Celery workers). Imported only by _test.go files.
+//	examples/...             the original rig rebuilt in Go: one small main package per service
+//	                         (main_api, callback_receiver, worker, loadtest, demo) around
+//	                         examples/internal/rig and examples/internal/loadtest, and the
+//	                         end-to-end tests (examples/e2e). They may import anything above
+//	                         (echo v4 among others); nothing outside examples/ imports them.
 //
 // # Supported Celery versions
 //

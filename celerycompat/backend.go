@@ -89,7 +89,7 @@ func NewBackend(pool Pool, cfg BackendConfig) (*Backend, error) {
 	return b, nil
 }
 
-// Close stops the pub/sub consumer: waiting Get calls return an error wrapping ErrBroker. Reads
+// Close stops the pub/sub consumer: waiting Get calls return an error wrapping ErrBackend. Reads
 // and writes keep working. Close is idempotent.
 func (b *Backend) Close() error {
 	b.consumer.close()
@@ -105,7 +105,7 @@ type ResultMeta = protocol.ResultMeta
 func (b *Backend) conn(ctx context.Context) (redis.Conn, error) {
 	c, err := b.pool.GetContext(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: get connection: %w", ErrBroker, err)
+		return nil, fmt.Errorf("%w: get connection: %w", errBackendRedis, err)
 	}
 	return c, nil
 }
@@ -155,7 +155,7 @@ func (b *Backend) StoreResult(ctx context.Context, meta ResultMeta) (stored bool
 	defer c.Close()
 	n, err := redis.Int(storeScript.DoContext(ctx, c, b.keys.TaskMeta(meta.TaskID), data, strconv.Itoa(b.ttl)))
 	if err != nil {
-		return false, fmt.Errorf("%w: store result of task %s: %w", ErrBroker, meta.TaskID, err)
+		return false, fmt.Errorf("%w: store result of task %s: %w", errBackendRedis, meta.TaskID, err)
 	}
 	if n == 0 {
 		b.log.DebugContext(ctx, "kept existing SUCCESS result", "task_id", meta.TaskID, "status", string(meta.Status))
@@ -194,7 +194,7 @@ func (b *Backend) GetMeta(ctx context.Context, id string) (*ResultMeta, error) {
 		return &ResultMeta{TaskID: id, Status: StatePending}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: get result of task %s: %w", ErrBroker, id, err)
+		return nil, fmt.Errorf("%w: get result of task %s: %w", errBackendRedis, id, err)
 	}
 	return b.decodeMeta(id, raw)
 }
@@ -207,7 +207,7 @@ func (b *Backend) Forget(ctx context.Context, id string) error {
 	}
 	defer c.Close()
 	if _, err := redis.DoContext(c, ctx, "DEL", b.keys.TaskMeta(id)); err != nil {
-		return fmt.Errorf("%w: forget task %s: %w", ErrBroker, id, err)
+		return fmt.Errorf("%w: forget task %s: %w", errBackendRedis, id, err)
 	}
 	return nil
 }

@@ -141,14 +141,14 @@ func (b *Backend) ChordPartReturn(ctx context.Context, groupID string, groupInde
 		k.GroupMeta(groupID), chordClaimKey(k, groupID),
 		taskID, member.Bytes(), score, b.ttl, hex.EncodeToString(tok[:]), int(chordClaimTTL/time.Second)))
 	if err != nil {
-		return false, nil, fmt.Errorf("%w: chord %s part %s: %w", ErrBroker, groupID, taskID, err)
+		return false, nil, fmt.Errorf("%w: chord %s part %s: %w", errBackendRedis, groupID, taskID, err)
 	}
 	if flag, _ := redis.Int(reply[0], nil); flag != 1 || len(reply) < 3 {
 		return false, nil, nil
 	}
 	parts, err := redis.ByteSlices(reply[2], nil)
 	if err != nil {
-		return false, nil, fmt.Errorf("%w: chord %s: read results: %w", ErrBroker, groupID, err)
+		return false, nil, fmt.Errorf("%w: chord %s: read results: %w", errBackendRedis, groupID, err)
 	}
 	results, err = b.decodeChordParts(groupID, parts)
 	return true, results, err
@@ -257,7 +257,7 @@ func (b *Backend) multi(ctx context.Context, what string, fn func(redis.Conn)) e
 	c.Send("MULTI")
 	fn(c)
 	if _, err := redis.DoContext(c, ctx, "EXEC"); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrBroker, what, err)
+		return fmt.Errorf("%w: %s: %w", errBackendRedis, what, err)
 	}
 	return nil
 }

@@ -9,8 +9,15 @@ import (
 // Sentinel errors. Every error this package returns either is one of these, wraps one, or is one
 // of the typed errors below; match with errors.Is and errors.As.
 var (
-	// ErrBroker marks a Redis failure while talking to the broker or the result backend.
+	// ErrBroker marks a Redis failure while talking to the broker.
+	//
+	// Result backend failures match it too, for code written before ErrBackend; that use is
+	// deprecated: match backend failures with ErrBackend. A later release stops wrapping
+	// ErrBroker in them.
 	ErrBroker = errors.New("celerycompat: broker")
+	// ErrBackend marks a Redis failure while talking to the result backend: storing, reading or
+	// forgetting a result, chord and group bookkeeping, and waits that Backend.Close interrupts.
+	ErrBackend = errors.New("celerycompat: result backend")
 	// ErrNoRoute marks a publish whose exchange and routing key match no bound queue (kombu would
 	// drop the message silently; we refuse it).
 	ErrNoRoute = errors.New("celerycompat: no route")
@@ -27,6 +34,15 @@ var (
 	// ErrDuplicateTask is returned when a task name is registered twice.
 	ErrDuplicateTask = errors.New("celerycompat: task already registered")
 )
+
+// errBackendRedis is what a result backend failure wraps: ErrBackend, and ErrBroker for
+// callers that matched backend failures with it before ErrBackend existed (deprecated).
+var errBackendRedis error = backendError{}
+
+type backendError struct{}
+
+func (backendError) Error() string   { return ErrBackend.Error() }
+func (backendError) Unwrap() []error { return []error{ErrBackend, ErrBroker} }
 
 // Wire-format errors, defined in package protocol; the names here keep errors.Is working for
 // callers of this package.

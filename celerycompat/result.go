@@ -108,7 +108,7 @@ func (r *AsyncResult) Wait(ctx context.Context) (*ResultMeta, error) {
 			}
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
-		case errors.Is(err, ErrBroker):
+		case errors.Is(err, ErrBackend):
 			// Redis is unreachable; the pub/sub side will notice too and resync after it
 			// reconnects. Retry the read in case only this connection failed.
 			backoff = min(max(2*backoff, consumerMinBackoff), consumerMaxBackoff)

@@ -11,7 +11,7 @@ import (
 )
 
 // errBackendClosed is returned by waits interrupted by Backend.Close.
-var errBackendClosed = fmt.Errorf("%w: result backend closed", ErrBroker)
+var errBackendClosed = fmt.Errorf("%w: closed", errBackendRedis)
 
 // Reconnect backoff of the pub/sub connection.
 const (

@@ -313,7 +313,7 @@ func (w *Worker) effect(ctx context.Context, it *inflight, what string, fn func(
 			w.log.Info("task effect abandoned: the worker is stopping", "op", what, "task_id", it.msg.ID, "task", it.msg.Task)
 			return false
 		}
-		if !errors.Is(err, ErrBroker) {
+		if !errors.Is(err, ErrBroker) && !errors.Is(err, ErrBackend) {
 			w.log.Error("task effect failed", "op", what, "task_id", it.msg.ID, "task", it.msg.Task, "error", err)
 			return false
 		}

@@ -1,8 +1,8 @@
 // Package celerytest starts the real peers that integration and interop tests need, as
 // net/http/httptest starts servers: a redis-server per test on a free loopback port, Python
 // interpreters with Celery installed (the pinned PyPI version in the project venv and Debian's
-// python3-celery 5.2.6) and real Python Celery workers. celerybridge's own tests use it, and so can
-// tests of code built on celerybridge that must prove it works with real Celery.
+// python3-celery 5.2.6) and real Python Celery workers. It is internal: only this module's own
+// tests (_test.go files) import it, never a non-test package.
 //
 // On a developer machine without a peer the test is skipped with a message saying how to install
 // it (`make test` installs everything). With CI=true a missing peer fails the test instead: CI must
