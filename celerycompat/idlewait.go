@@ -71,6 +71,12 @@ func (b *Broker) waitOn(ctx context.Context, c redis.Conn, list string, timeout 
 // first, the loop waits for that fetch's deliveries, so that at most one fetch runs per round and
 // nothing fetched is left unseen.
 //
+// Queue changes: a round fetches from the queues the fetch loop read, tagged with the
+// generation of the worker's queue list they came from. interrupt (after a queue was removed)
+// closes a round of an older generation before any waiter claims it, or waits for the fetch of a
+// waiter that already did; and wait refuses to open a round of an older generation. So once
+// interrupt returns no fetch of the old list is under way or can start.
+//
 // Shutdown: stop (called once the fetch loop has returned) cancels every waiter's context, which
 // closes its connection, and waits for the goroutines. A claimed fetch is not cancelled: its
 // reply carries messages already recorded as held.
@@ -85,16 +91,34 @@ type idleWaiter struct {
 
 	mu          sync.Mutex
 	round       *waitRound
+	gen         uint64 // newest queue-list generation interrupt was told of
 	lists       map[string]*listWaiter
 	unsupported bool
 }
 
+// Round states: open, claimed by a waiter (whose fetch closes done), closed without a fetch (by
+// the fetch loop or by interrupt).
+const (
+	roundOpen int32 = iota
+	roundFetching
+	roundClosed
+)
+
 // waitRound is one wait of the fetch loop: what to fetch, and who claimed the fetch.
 type waitRound struct {
-	queues  []string
-	max     int
-	claimed atomic.Bool
+	queues []string
+	gen    uint64
+	max    int
+	state  atomic.Int32
+	done   chan struct{} // closed when a claiming waiter's fetch has returned
+	intr   chan struct{} // closed when interrupt closed the round
 }
+
+// claim makes the round's one fetch the caller's.
+func (r *waitRound) claim() bool { return r.state.CompareAndSwap(roundOpen, roundFetching) }
+
+// close ends the round without a fetch; false if it was claimed or closed already.
+func (r *waitRound) close() bool { return r.state.CompareAndSwap(roundOpen, roundClosed) }
 
 // wakeResult ends a wait: fetched says a waiter ran the fetch (ds, err are its result);
 // otherwise err is nil for "a list is non-empty" or the error that ended a wait.
@@ -116,17 +140,23 @@ func newIdleWaiter(ctx context.Context, b *Broker, timeout time.Duration) *idleW
 		lists: map[string]*listWaiter{}}
 }
 
-// wait blocks until one of the lists of queues is non-empty, the timeout passes, stop closes, or
-// a waiter fails. When a waiter fetched (up to max messages of queues, in kombu's order) it
+// wait blocks until one of the lists of queues is non-empty, the timeout passes, stop closes,
+// interrupt closes the round, or a waiter fails. gen is the generation of the worker's queue list
+// queues was read from; if interrupt was told of a newer one, wait returns at once (nothing
+// fetched, no error), and the caller reads the list again. When a waiter fetched (up to max messages of queues, in kombu's order) it
 // returns that fetch's result with fetched true; otherwise the caller fetches (or, on
 // errWaitUnsupported, polls: the server cannot wait).
-func (iw *idleWaiter) wait(queues []string, max int, stop <-chan struct{}) wakeResult {
+func (iw *idleWaiter) wait(queues []string, gen uint64, max int, stop <-chan struct{}) wakeResult {
 	lists := iw.b.fetchLists(queues)
-	r := &waitRound{queues: queues, max: max}
+	r := &waitRound{queues: queues, gen: gen, max: max, done: make(chan struct{}), intr: make(chan struct{})}
 	iw.mu.Lock()
 	if iw.unsupported {
 		iw.mu.Unlock()
 		return wakeResult{err: errWaitUnsupported}
+	}
+	if gen < iw.gen {
+		iw.mu.Unlock()
+		return wakeResult{}
 	}
 	want := make(map[string]bool, len(lists))
 	for _, l := range lists {
@@ -172,15 +202,43 @@ func (iw *idleWaiter) wait(queues []string, max int, stop <-chan struct{}) wakeR
 		}
 	case <-t.C:
 	case <-stop:
+	case <-r.intr:
+		return wakeResult{}
 	}
 	// Close the round. If a waiter claimed it, its fetch is running: wait for its deliveries.
-	if r.claimed.CompareAndSwap(false, true) {
+	if r.close() {
 		return res
 	}
 	for {
-		if res = <-iw.wake; res.fetched {
-			return res
+		select {
+		case res = <-iw.wake:
+			if res.fetched {
+				return res
+			}
+		case <-r.intr:
+			return wakeResult{}
 		}
+	}
+}
+
+// interrupt tells the waiter that the worker's queue list is now of generation gen, having lost
+// a queue. On return no fetch from an older list is running or can start from a round: an open
+// round of an older generation is closed (its wait returns with nothing fetched), a claimed
+// round's fetch has returned, and wait opens no round of an older generation.
+func (iw *idleWaiter) interrupt(gen uint64) {
+	iw.mu.Lock()
+	iw.gen = max(iw.gen, gen)
+	r := iw.round
+	iw.mu.Unlock()
+	if r == nil || r.gen >= gen {
+		return
+	}
+	if r.close() {
+		close(r.intr)
+		return
+	}
+	if r.state.Load() == roundFetching {
+		<-r.done
 	}
 }
 
@@ -233,12 +291,13 @@ func (iw *idleWaiter) waitArmed(ctx context.Context, list string) wakeResult {
 	iw.mu.Lock()
 	r := iw.round
 	iw.mu.Unlock()
-	if r == nil || !r.claimed.CompareAndSwap(false, true) {
+	if r == nil || !r.claim() {
 		return wakeResult{}
 	}
 	// Not cancelled with ctx: a fetch whose reply is lost leaves its messages held by nobody
 	// until the visibility timeout.
 	ds, err := iw.b.fetchOn(context.WithoutCancel(ctx), c, r.queues, r.max)
+	close(r.done)
 	return wakeResult{fetched: true, ds: ds, err: err}
 }
 

@@ -129,10 +129,16 @@ type Worker struct {
 	state    workerState
 	inflight map[string]*inflight // by delivery tag: prefetched, ETA-held and running
 	queues   []string             // rotation order
+	qgen     uint64               // generation of queues: bumped when a queue is removed
+	waiter   *idleWaiter          // the fetch loop's, while it runs
 	stop     chan struct{}        // closed to stop fetching
 	done     chan struct{}        // closed when Run has returned
 	hardStop context.CancelFunc   // cancels running handlers
 	hard     chan struct{}        // closed when Shutdown's context ends
+
+	// fetchMu is held by the fetch loop from reading queues until its fetch returns, so that
+	// cancel_consumer can wait out a fetch from the old list (see fenceFetch).
+	fetchMu sync.Mutex
 
 	ready  chan *inflight // prefetched messages waiting for a slot
 	slots  chan struct{}  // prefetch window

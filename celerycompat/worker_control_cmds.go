@@ -481,11 +481,18 @@ func (w *Worker) setQueue(q string, add bool) {
 	}
 	c.mu.Unlock()
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	removed := false
 	if i := slices.Index(w.queues, q); add && i < 0 {
 		w.queues = append(w.queues, q)
 	} else if !add && i >= 0 {
 		w.queues = slices.Delete(w.queues, i, i+1)
+		w.qgen++
+		removed = true
+	}
+	w.mu.Unlock()
+	if removed {
+		// Celery consumes nothing more from q once cancel_consumer has replied.
+		w.fenceFetch()
 	}
 }
 

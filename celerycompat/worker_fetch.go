@@ -104,6 +104,14 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 	idle := time.Millisecond
 	waiter := newIdleWaiter(ctx, w.broker, w.cfg.IdleWait)
 	defer waiter.stop()
+	w.mu.Lock()
+	w.waiter = waiter
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.waiter = nil
+		w.mu.Unlock()
+	}()
 	// emptyWake: the last wait's own fetch found nothing (another worker took the message that
 	// woke us), which is as good as a fetch of our own: wait again without one.
 	emptyWake := false
@@ -123,20 +131,22 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 				break more
 			}
 		}
+		w.fetchMu.Lock()
 		w.mu.Lock()
-		queues := append([]string(nil), w.queues...)
+		queues, gen := append([]string(nil), w.queues...), w.qgen
 		w.mu.Unlock()
 		var ds []*Delivery
 		var err error
 		if !emptyWake {
 			ds, err = w.broker.Fetch(ctx, queues, n)
 		}
+		w.fetchMu.Unlock()
 		emptyWake = false
 		if err == nil && len(ds) == 0 && !w.cfg.PollOnly {
 			// Every queue is empty: wait for a message, holding the slots, so that the waiter
 			// that wakes first can fetch for them at once.
 			var res wakeResult
-			if res, idle = w.idleWait(waiter, queues, n, idle); res.fetched {
+			if res, idle = w.idleWait(waiter, queues, gen, n, idle); res.fetched {
 				ds, err = res.ds, res.err
 				emptyWake = err == nil && len(ds) == 0
 			} else if res.err != nil {
@@ -195,12 +205,28 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 // waking waiter took for the caller's n slots; one with an error other than errWaitUnsupported
 // is a broker failure. Where the server cannot wait (Redis < 6.2) it returns at once and the
 // caller polls.
-func (w *Worker) idleWait(waiter *idleWaiter, queues []string, n int, idle time.Duration) (wakeResult, time.Duration) {
-	res := waiter.wait(queues, n, w.stop)
+func (w *Worker) idleWait(waiter *idleWaiter, queues []string, gen uint64, n int, idle time.Duration) (wakeResult, time.Duration) {
+	res := waiter.wait(queues, gen, n, w.stop)
 	if errors.Is(res.err, errWaitUnsupported) {
 		return wakeResult{}, idle
 	}
 	return res, time.Millisecond
+}
+
+// fenceFetch returns once no fetch from a queue list older than the current one is under way or
+// can start: the fetch loop's own fetch has returned (it holds fetchMu from reading the list), and
+// the idle waiter has closed or seen through a round of the old list (idleWaiter.interrupt).
+// cancel_consumer calls it before replying, as Celery no longer consumes from the queue once it
+// has replied.
+func (w *Worker) fenceFetch() {
+	w.fetchMu.Lock()
+	w.fetchMu.Unlock() //nolint:staticcheck // an empty critical section: waits out a fetch
+	w.mu.Lock()
+	iw, gen := w.waiter, w.qgen
+	w.mu.Unlock()
+	if iw != nil {
+		iw.interrupt(gen)
+	}
 }
 
 // rotate moves queue to the end of the consumption order (kombu's round_robin_cycle).
