@@ -15,13 +15,14 @@ import (
 // rig is one test's Redis, ports and shared settings; its methods start the services as
 // separate processes, Go or Python, on those ports.
 type rig struct {
-	t         testing.TB
-	redis     *redisServer
-	dir       string
-	apiPort   int
-	recvPort  int
-	taskSleep string // TASK_SLEEP
-	workerEnv []string
+	t               testing.TB
+	redis           *redisServer
+	dir             string
+	apiPort         int
+	recvPort        int
+	taskSleep       string // TASK_SLEEP
+	workerEnv       []string
+	loadConcurrency int // submissions in flight (loadtest.Config.Concurrency); 0: all at once
 }
 
 func newRig(t testing.TB) *rig {
@@ -111,6 +112,7 @@ func (r *rig) load(n int, timeout time.Duration, src loadtest.Source) (*loadtest
 	return loadtest.Run(context.Background(), loadtest.Config{
 		APIURL:        r.apiURL(),
 		N:             n,
+		Concurrency:   r.loadConcurrency,
 		Timeout:       timeout,
 		Source:        src,
 		RedisURL:      r.redis.URL(0),
