@@ -209,7 +209,7 @@ func TestWorkerKilledBetweenWakeAndFetchLosesNothing(t *testing.T) {
 func TestHelperKillAfterWake(t *testing.T) {
 	addr := os.Getenv("CB_HELPER_REDIS")
 	if addr == "" {
-		t.Skip("not a test: started as a child process")
+		t.Skip("not a test: the child process of TestWorkerKilledBetweenWakeAndFetchLosesNothing, which runs under CI too")
 	}
 	var woke atomic.Bool
 	pool := &killPool{woke: &woke, p: &redis.Pool{MaxIdle: 8, Dial: func() (redis.Conn, error) { return redis.Dial("tcp", addr) }}}

@@ -16,7 +16,7 @@ import (
 // module through a replace directive pointing at the checkout, and `go build` must succeed.
 func TestREADMECompiles(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds a module")
+		t.Skip("-short: builds a module")
 	}
 	root := celerytest.RepoRoot(t)
 	readme, err := os.ReadFile(filepath.Join(root, "README.md"))

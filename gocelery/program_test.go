@@ -17,7 +17,7 @@ import (
 // then runs it against a real Redis: its worker serves its own Delay and DelayKwargs.
 func TestGocelerySourceProgramBuilds(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds a module")
+		t.Skip("-short: builds a module")
 	}
 	root := celerytest.RepoRoot(t)
 	src, err := os.ReadFile(filepath.Join(root, "gocelery", "testdata", "readmeprogram", "main.go"))
