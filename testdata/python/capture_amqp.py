@@ -242,7 +242,7 @@ def capture_worker(args, ctl, out):
         kch.close()
     oid = mailbox.oid
     for q, ex, rk in (("spy.pidbox", "celery.pidbox", ""), ("spy.reply", "reply.celery.pidbox", oid),
-                      ("spy.events", "celeryev", "#")):
+                      ("spy.events", "celeryev", "#")):  # spy.reply is bound again for ping below
         ch.queue_declare(q, durable=False, auto_delete=False)
         ch.queue_bind(q, ex, rk)
 
@@ -259,11 +259,19 @@ def capture_worker(args, ctl, out):
         startup_pidbox = drain(ch, "spy.pidbox")
         startup_reply = drain(ch, "spy.reply")
 
-        # inspect ping: the broadcast and the reply
+        # inspect ping: the broadcast and the reply. inspect() broadcasts through a fresh clone of
+        # the mailbox whose oid (the reply routing key) is new, so for the reply we hold the clone:
+        # Control.broadcast does the same _broadcast call.
         replies = app.control.inspect(timeout=2).ping()
+        inspect_request = drain(ch, "spy.pidbox", want=1)
+        with app.connection_for_write() as kc:
+            bound = app.control.mailbox(kc)
+            ch.queue_bind("spy.reply", "reply.celery.pidbox", bound.oid)
+            bound_replies = bound._broadcast("ping", {}, reply=True, timeout=2)
         write(os.path.join(out, "worker", "pidbox_ping.json"),
-              {"client_oid": oid, "python_view": replies,
-               "request": drain(ch, "spy.pidbox", want=1), "reply": drain(ch, "spy.reply", want=1),
+              {"client_oid": bound.oid, "python_view": replies, "python_view_bound": bound_replies,
+               "request": inspect_request, "request_bound": drain(ch, "spy.pidbox", want=1),
+               "reply": drain(ch, "spy.reply", want=1),
                "at_worker_startup": {"broadcasts": startup_pidbox, "replies_to_client_oid": startup_reply},
                "queues_after": ctl.topology(vhost)["queues"]})
 
