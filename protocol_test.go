@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/wire/go")
@@ -42,7 +43,7 @@ func wireDirs(t *testing.T) []string {
 
 func dirVersion(t *testing.T, dir string) cc.Version {
 	t.Helper()
-	v, err := cc.ParseVersion(filepath.Base(dir))
+	v, err := protocol.ParseVersion(filepath.Base(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,9 +108,9 @@ func TestCapturedMessagesDecode(t *testing.T) {
 					t.Fatal(err)
 				}
 				m, err := codec.Decode(raw)
-				if exp.Envelope.ContentType == cc.ContentTypePickle {
-					var cte *cc.ContentTypeError
-					if !errors.As(err, &cte) || cte.ContentType != cc.ContentTypePickle {
+				if exp.Envelope.ContentType == protocol.ContentTypePickle {
+					var cte *protocol.ContentTypeError
+					if !errors.As(err, &cte) || cte.ContentType != protocol.ContentTypePickle {
 						t.Fatalf("pickle message: %v, want a ContentTypeError naming it", err)
 					}
 					return
@@ -120,8 +121,8 @@ func TestCapturedMessagesDecode(t *testing.T) {
 				checkDecoded(t, codec, m, &exp)
 				// decode -> encode -> decode loses nothing. bzip2 is read but not written (Go's
 				// standard library only decompresses it): such a message is re-encoded with zlib.
-				if m.Compression == cc.CompressionBzip2 {
-					m.Compression = cc.CompressionZlib
+				if m.Compression == protocol.CompressionBzip2 {
+					m.Compression = protocol.CompressionZlib
 				}
 				enc, err := codec.Encode(m)
 				if err != nil {
@@ -162,7 +163,7 @@ func checkDecoded(t *testing.T, codec cc.Codec, m *cc.Message, exp *expectMsg) {
 			if (want == "") != (got == nil) {
 				t.Errorf("%s: got %v, want %q", k, got, want)
 			} else if want != "" {
-				wt, err := cc.ParsePyTime(want)
+				wt, err := protocol.ParsePyTime(want)
 				if err != nil || !wt.Equal(*got) {
 					t.Errorf("%s: got %v, want %s", k, got, want)
 				}
@@ -288,7 +289,7 @@ func TestCapturedResultsRead(t *testing.T) {
 					}
 				}
 				if exp.Expect.DateDone != nil {
-					want, err := cc.ParsePyTime(*exp.Expect.DateDone)
+					want, err := protocol.ParsePyTime(*exp.Expect.DateDone)
 					if err != nil || meta.DateDone == nil || !meta.DateDone.Equal(want) {
 						t.Fatalf("date_done %v, want %s", meta.DateDone, *exp.Expect.DateDone)
 					}
@@ -332,7 +333,7 @@ func TestGoldenGoMessages(t *testing.T) {
 	}
 	sort.Strings(names)
 	for _, peer := range []string{"5.2", "5.5"} {
-		v, _ := cc.ParseVersion(peer)
+		v, _ := protocol.ParseVersion(peer)
 		codec := cc.Codec{PeerVersion: v}
 		for _, n := range names {
 			t.Run(peer+"/"+n, func(t *testing.T) {

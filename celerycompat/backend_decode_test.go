@@ -10,6 +10,8 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // TestBackendGetMetaDecode reads values in the shapes Python Celery 5.2 and 5.5+ write, and
@@ -37,7 +39,7 @@ func TestBackendGetMetaDecode(t *testing.T) {
 			want: &ResultMeta{TaskID: "x", Status: StateSuccess, DateDone: utc("2026-11-26T01:09:03Z")}},
 		{name: "kombu markers in result", raw: `{"status": "SUCCESS", "result": [{"__type__": "datetime", "__value__": "2030-01-02T03:04:05+00:00"}, {"__type__": "decimal", "__value__": "1.5"}, {"__type__": "uuid", "__value__": {"hex": "12345678123456781234567812345678"}}], "traceback": null, "children": [], "date_done": null, "task_id": "x"}`,
 			want: &ResultMeta{TaskID: "x", Status: StateSuccess, Children: []any{},
-				Result: []any{time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), Decimal("1.5"), UUID("12345678-1234-5678-1234-567812345678")}}},
+				Result: []any{time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), protocol.Decimal("1.5"), protocol.UUID("12345678-1234-5678-1234-567812345678")}}},
 		{name: "failure", raw: `{"status": "FAILURE", "result": {"exc_type": "ValueError", "exc_message": ["bad", 42], "exc_module": "builtins"}, "traceback": "Traceback...", "children": [], "date_done": "2026-11-26T01:01:48.099426", "task_id": "x"}`,
 			want: &ResultMeta{TaskID: "x", Status: StateFailure, Traceback: "Traceback...", Children: []any{}, DateDone: utc("2026-11-26T01:01:48.099426Z"),
 				Result: &TaskError{ExcType: "ValueError", ExcModule: "builtins", ExcMessage: []any{"bad", json.Number("42")}, Traceback: "Traceback...", State: "FAILURE"}}},

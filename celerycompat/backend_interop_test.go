@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
@@ -133,7 +134,7 @@ func TestBackendInteropGoToPython(t *testing.T) {
 				if w.DateDone == nil || !strings.HasSuffix(*w.DateDone, wantSuffix) || w.DateDoneAware != wantAware {
 					t.Fatalf("Python date_done = %v (aware %v), want suffix %q aware %v", w.DateDone, w.DateDoneAware, wantSuffix, wantAware)
 				}
-				got, err := ParsePyTime(*w.DateDone)
+				got, err := protocol.ParsePyTime(*w.DateDone)
 				if err != nil || !got.Equal(done) {
 					t.Errorf("Python read date_done %s = %v, want %v", *w.DateDone, got, done)
 				}
@@ -164,7 +165,7 @@ func TestBackendInteropGoToPython(t *testing.T) {
 			_, err := b.MarkSuccess(ctx, id, "after started")
 			return err
 		}, check: wantValue("after started")},
-		{onlyNew: true, store: success([]any{time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), Decimal("1.5"), UUID("12345678-1234-5678-1234-567812345678")}),
+		{onlyNew: true, store: success([]any{time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), protocol.Decimal("1.5"), protocol.UUID("12345678-1234-5678-1234-567812345678")}),
 			check: wantValue([]any{
 				map[string]any{"py": "datetime", "iso": "2030-01-02T03:04:05+00:00"},
 				map[string]any{"py": "Decimal", "str": "1.5"},
@@ -299,7 +300,7 @@ func TestBackendInteropPythonToGo(t *testing.T) {
 			if g := results["py-done"]; g.err != nil || g.v != json.Number("5") {
 				t.Errorf("done: %v %v", g.v, g.err)
 			}
-			wantMarkers := []any{time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), Decimal("1.5"), UUID("12345678-1234-5678-1234-567812345678")}
+			wantMarkers := []any{time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), protocol.Decimal("1.5"), protocol.UUID("12345678-1234-5678-1234-567812345678")}
 			if peer == celerytest.CeleryOld { // kombu 5.2: plain strings, "Z" for UTC
 				wantMarkers = []any{"2030-01-02T03:04:05Z", "1.5", "12345678-1234-5678-1234-567812345678"}
 			}

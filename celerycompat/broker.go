@@ -134,7 +134,7 @@ func (b *Broker) DeclareQueue(ctx context.Context, queue string) error {
 // message silently).
 func (b *Broker) route(c redis.Conn, m *Message) ([]string, error) {
 	ex, rk := m.DeliveryInfo.Exchange, m.DeliveryInfo.RoutingKey
-	step := PriorityStep(m.Priority)
+	step := priorityStep(m.Priority)
 	if ex == "" {
 		return []string{b.keys.Queue(rk, step)}, nil
 	}
@@ -144,7 +144,7 @@ func (b *Broker) route(c redis.Conn, m *Message) ([]string, error) {
 	}
 	var lists []string
 	for _, mem := range members {
-		parts := strings.SplitN(mem, Sep, 3)
+		parts := strings.SplitN(mem, sep, 3)
 		if len(parts) == 3 && parts[0] == rk {
 			lists = append(lists, b.keys.Queue(parts[2], step))
 		}
@@ -285,7 +285,7 @@ func (b *Broker) QueueLengths(ctx context.Context, queue string) (map[int]int, e
 		return nil, err
 	}
 	defer c.Close()
-	for _, s := range PrioritySteps {
+	for _, s := range prioritySteps {
 		if err := c.Send("LLEN", b.keys.Queue(queue, s)); err != nil {
 			return nil, fmt.Errorf("%w: llen %s: %w", ErrBroker, queue, err)
 		}
@@ -293,8 +293,8 @@ func (b *Broker) QueueLengths(ctx context.Context, queue string) (map[int]int, e
 	if err := c.Flush(); err != nil {
 		return nil, fmt.Errorf("%w: llen %s: %w", ErrBroker, queue, err)
 	}
-	out := make(map[int]int, len(PrioritySteps))
-	for _, s := range PrioritySteps {
+	out := make(map[int]int, len(prioritySteps))
+	for _, s := range prioritySteps {
 		n, err := redis.Int(c.Receive())
 		if err != nil {
 			return nil, fmt.Errorf("%w: llen %s: %w", ErrBroker, queue, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
@@ -123,7 +124,7 @@ func TestChordPartReturnFailure(t *testing.T) {
 	if ce.GroupID != "gf" || ce.TaskID != "gf-part-1" || ce.Cause.ExcType != "ValueError" || ce.Cause.State != "FAILURE" {
 		t.Errorf("ChordError = %+v", ce)
 	}
-	te := ErrorToTaskError(got.err)
+	te := protocol.ErrorToTaskError(got.err)
 	want := &TaskError{ExcType: "ChordError", ExcModule: "celery.exceptions", ExcMessage: []any{ce.Message()}}
 	if diff := cmp.Diff(want, te); diff != "" {
 		t.Errorf("stored body exception (-want +got):\n%s", diff)
@@ -231,7 +232,7 @@ func TestChordPartReturnValidation(t *testing.T) {
 func TestErrorToTaskErrorChordError(t *testing.T) {
 	err := &ChordError{GroupID: "g", TaskID: "t1", Cause: &TaskError{ExcType: "GoError", ExcMessage: []any{"boom"}}}
 	want := &TaskError{ExcType: "ChordError", ExcModule: "celery.exceptions", ExcMessage: []any{"Dependency t1 raised GoError('boom')"}}
-	if diff := cmp.Diff(want, ErrorToTaskError(fmt.Errorf("wrapped: %w", err))); diff != "" {
+	if diff := cmp.Diff(want, protocol.ErrorToTaskError(fmt.Errorf("wrapped: %w", err))); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }

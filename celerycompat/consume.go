@@ -33,8 +33,8 @@ type Delivery struct {
 // fetchLists returns the lists to pop from for queues, band-major: for each priority step, one
 // list per queue.
 func (b *Broker) fetchLists(queues []string) []string {
-	lists := make([]string, 0, len(queues)*len(PrioritySteps))
-	for _, s := range PrioritySteps {
+	lists := make([]string, 0, len(queues)*len(prioritySteps))
+	for _, s := range prioritySteps {
 		for _, q := range queues {
 			lists = append(lists, b.keys.Queue(q, s))
 		}
@@ -94,7 +94,7 @@ func (b *Broker) fetchOn(ctx context.Context, c redis.Conn, queues []string, max
 		d.Message, d.DecodeErr = b.codec.Decode(raw)
 		d.List = b.keys.Queue(queues[qi], 0)
 		if d.Message != nil {
-			d.List = b.keys.Queue(queues[qi], PriorityStep(d.Message.Priority))
+			d.List = b.keys.Queue(queues[qi], priorityStep(d.Message.Priority))
 		}
 		out = append(out, d)
 	}
@@ -341,7 +341,7 @@ func (b *Broker) restoreTag(ctx context.Context, c redis.Conn, tag string, back 
 	} else {
 		priority = rawPriority(env)
 	}
-	target := b.keys.Queue(routingKey, PriorityStep(priority))
+	target := b.keys.Queue(routingKey, priorityStep(priority))
 	if exchange != "" {
 		lists, rerr := b.route(c, &Message{DeliveryInfo: DeliveryInfo{Exchange: exchange, RoutingKey: routingKey}, Priority: priority})
 		if errors.Is(rerr, ErrNoRoute) {

@@ -381,8 +381,8 @@ func orDefault(s, def string) string {
 // collect pops replies from the reply queue's lists until deadline or limit.
 func (c *Control) collect(ctx context.Context, conn redis.Conn, oid, ticket string, deadline time.Time, limit int) (Replies, error) {
 	keys := c.broker.Keys()
-	args := make([]any, 0, len(PrioritySteps)+1)
-	for _, s := range PrioritySteps {
+	args := make([]any, 0, len(prioritySteps)+1)
+	for _, s := range prioritySteps {
 		args = append(args, keys.Queue(replyQueue(oid), s))
 	}
 	args = append(args, 0)
@@ -468,7 +468,7 @@ func (c *Control) unbind(ctx context.Context, oid, member string) {
 	keys := c.broker.Keys()
 	_ = conn.Send("SREM", keys.Binding(pidboxReplyExchange), member)
 	_ = conn.Send("MULTI")
-	for _, s := range PrioritySteps {
+	for _, s := range prioritySteps {
 		_ = conn.Send("DEL", keys.Queue(replyQueue(oid), s))
 	}
 	if _, err := conn.Do("EXEC"); err != nil {

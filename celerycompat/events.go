@@ -331,7 +331,7 @@ func (d *eventDispatcher) appendEvent(b []byte, e *event, head []byte, depth int
 		str("uuid", e.msg.ID)
 	case evSucceeded:
 		str("uuid", e.msg.ID)
-		str("result", PyRepr(e.result))
+		str("result", protocol.PyRepr(e.result))
 		field("runtime")
 		b = protocol.AppendPyFloat(b, e.runtime, 64)
 	default:
@@ -512,5 +512,5 @@ func kwargsReprOf(m *Message) string {
 	if m.Kwargs == nil {
 		return "{}"
 	}
-	return PyRepr(m.Kwargs)
+	return protocol.PyRepr(m.Kwargs)
 }

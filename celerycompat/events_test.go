@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // celeryEvent is one event as a receiver sees it, with the channel and envelope it came in.
@@ -164,7 +165,7 @@ func TestWorkerEvents(t *testing.T) {
 		{"worker-heartbeat", "", map[string]any{"freq": 0.1}, []string{"active", "processed", "loadavg"}},
 		{"task-received", ok.ID, map[string]any{"name": "ctl.add", "args": "(2, 3)", "kwargs": "{'k': 'v'}",
 			"root_id": ok.ID, "parent_id": nil, "retries": 0.0, "eta": nil, "expires": nil}, nil},
-		{"task-received", later.ID, map[string]any{"eta": cc.PyISOFormat(eta.UTC().Truncate(time.Microsecond))}, nil},
+		{"task-received", later.ID, map[string]any{"eta": protocol.PyISOFormat(eta.UTC().Truncate(time.Microsecond))}, nil},
 		{"task-started", ok.ID, nil, nil},
 		{"task-succeeded", ok.ID, map[string]any{"result": "5.0"}, []string{"runtime"}},
 		{"task-failed", failed.ID, map[string]any{"exception": "MyError('boom')"}, []string{"traceback"}},

@@ -5,13 +5,13 @@ import (
 	"strings"
 )
 
-// Sep is kombu's separator between a queue name and its priority step, and between the three
+// sep is kombu's separator between a queue name and its priority step, and between the three
 // parts of a _kombu.binding.* member: the two bytes 0x06 0x16.
-const Sep = "\x06\x16"
+const sep = "\x06\x16"
 
-// PrioritySteps are kombu's default priority_steps. A message priority p (clamped to 0..9) goes to
+// prioritySteps are kombu's default priority_steps. A message priority p (clamped to 0..9) goes to
 // the largest step <= p; step 0 is the bare queue list. Lower numbers are served first.
-var PrioritySteps = [...]int{0, 3, 6, 9}
+var prioritySteps = [...]int{0, 3, 6, 9}
 
 // Keys builds every Redis key and channel name kombu and Celery use, with the broker's
 // global_keyprefix and the result backend's prefix applied. The zero value gives kombu's defaults
@@ -32,13 +32,13 @@ func (k Keys) Queue(queue string, step int) string {
 	if step == 0 {
 		return k.Prefix + queue
 	}
-	return k.Prefix + queue + Sep + strconv.Itoa(step)
+	return k.Prefix + queue + sep + strconv.Itoa(step)
 }
 
-// PriorityStep maps a message priority to kombu's step: clamp to 0..9, then the largest step <= p.
-func PriorityStep(priority int) int {
+// priorityStep maps a message priority to kombu's step: clamp to 0..9, then the largest step <= p.
+func priorityStep(priority int) int {
 	step := 0
-	for _, s := range PrioritySteps {
+	for _, s := range prioritySteps {
 		if priority >= s {
 			step = s
 		}
@@ -49,8 +49,8 @@ func PriorityStep(priority int) int {
 // QueueOf strips the prefix and priority suffix from a list key, giving the queue name.
 func (k Keys) QueueOf(list string) string {
 	list = strings.TrimPrefix(list, k.Prefix)
-	if i := strings.LastIndex(list, Sep); i >= 0 {
-		if _, err := strconv.Atoi(list[i+len(Sep):]); err == nil {
+	if i := strings.LastIndex(list, sep); i >= 0 {
+		if _, err := strconv.Atoi(list[i+len(sep):]); err == nil {
 			return list[:i]
 		}
 	}
@@ -66,9 +66,9 @@ func (k Keys) PermanentBinding(exchange string) string {
 	return k.Prefix + "_kombu.binding_permanent." + exchange
 }
 
-// BindingMember is one member of a binding set: routing_key, pattern and queue joined by Sep.
+// BindingMember is one member of a binding set: routing_key, pattern and queue joined by sep.
 func BindingMember(routingKey, pattern, queue string) string {
-	return routingKey + Sep + pattern + Sep + queue
+	return routingKey + sep + pattern + sep + queue
 }
 
 // Unacked is the hash of in-flight envelopes, keyed by delivery tag.

@@ -39,7 +39,7 @@ func (w *Worker) logOutcome(it *inflight, out *outcome, runtime time.Duration) {
 	case out.state == StateFailure:
 		te := out.taskErr
 		if te == nil {
-			te = ErrorToTaskError(out.err)
+			te = protocol.ErrorToTaskError(out.err)
 		}
 		if te.ExcType == "TimeLimitExceeded" && te.ExcModule == "billiard.exceptions" {
 			hard, _ := it.limits()
@@ -53,7 +53,7 @@ func (w *Worker) logOutcome(it *inflight, out *outcome, runtime time.Duration) {
 		w.taskLog(slog.LevelError, it, fmt.Sprintf("Task %s raised unexpected: %s", name, protocol.PyExcRepr(te)),
 			slog.Float64("runtime", runtime.Seconds()), slog.String("traceback", out.traceback))
 	default:
-		w.taskLog(slog.LevelInfo, it, fmt.Sprintf("Task %s succeeded in %ss: %s", name, protocol.PyFloatRepr(runtime.Seconds()), PyRepr(out.result)),
+		w.taskLog(slog.LevelInfo, it, fmt.Sprintf("Task %s succeeded in %ss: %s", name, protocol.PyFloatRepr(runtime.Seconds()), protocol.PyRepr(out.result)),
 			slog.Float64("runtime", runtime.Seconds()))
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // MarkOption adds request details to what a Mark* call stores. Later options win.
@@ -64,7 +66,7 @@ func (b *Backend) MarkSuccess(ctx context.Context, id string, result any, opts .
 // MarkFailure stores FAILURE with err as an exception dict (see ErrorToTaskError) and the
 // traceback text (the TaskError's own Traceback when traceback is empty).
 func (b *Backend) MarkFailure(ctx context.Context, id string, err error, traceback string, opts ...MarkOption) (bool, error) {
-	te := ErrorToTaskError(err)
+	te := protocol.ErrorToTaskError(err)
 	if traceback == "" && te != nil {
 		traceback = te.Traceback
 	}
@@ -76,7 +78,7 @@ func (b *Backend) MarkFailure(ctx context.Context, id string, err error, traceba
 func (b *Backend) MarkRetry(ctx context.Context, id string, err error, traceback string, opts ...MarkOption) (bool, error) {
 	m := ResultMeta{TaskID: id, Status: StateRetry, Traceback: traceback, Children: []any{ResultTuple(id)}}
 	if err != nil {
-		te := ErrorToTaskError(err)
+		te := protocol.ErrorToTaskError(err)
 		m.Result = te
 		if traceback == "" {
 			m.Traceback = te.Traceback

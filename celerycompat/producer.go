@@ -393,7 +393,7 @@ func (p *Producer) Build(name string, args []any, kwargs map[string]any, opts ..
 			m.ExtraHeaders[k] = raw
 		}
 	}
-	m.ArgsRepr, m.KwargsRepr = protocol.ArgsRepr(args), PyRepr(kwargs)
+	m.ArgsRepr, m.KwargsRepr = protocol.ArgsRepr(args), protocol.PyRepr(kwargs)
 	return m, nil
 }
 

@@ -144,7 +144,7 @@ func (c *taskConfig) asRetry(err error, retries int) *RetryError {
 
 // maxRetriesError is what a task that asked to retry past its limit fails with.
 func maxRetriesError(req *Request, cause error) *TaskError {
-	msg := fmt.Sprintf("Can't retry %s[%s] args:%s kwargs:%s", req.Task, req.ID, protocol.ArgsRepr(req.Args), PyRepr(req.Kwargs))
+	msg := fmt.Sprintf("Can't retry %s[%s] args:%s kwargs:%s", req.Task, req.ID, protocol.ArgsRepr(req.Args), protocol.PyRepr(req.Kwargs))
 	if cause != nil {
 		msg += ": " + cause.Error()
 	}

@@ -1,8 +1,6 @@
 package celerycompat
 
 import (
-	"time"
-
 	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
@@ -27,18 +25,6 @@ type Embed = protocol.Embed
 // Signature is protocol.Signature.
 type Signature = protocol.Signature
 
-// Date is protocol.Date.
-type Date = protocol.Date
-
-// TimeOfDay is protocol.TimeOfDay.
-type TimeOfDay = protocol.TimeOfDay
-
-// Decimal is protocol.Decimal.
-type Decimal = protocol.Decimal
-
-// UUID is protocol.UUID.
-type UUID = protocol.UUID
-
 // State is protocol.State: a Celery task state.
 type State = protocol.State
 
@@ -47,14 +33,6 @@ type Version = protocol.Version
 
 // Content types, compressions, states, revocation reasons and the GoError names; see protocol.
 const (
-	ContentTypeJSON    = protocol.ContentTypeJSON
-	ContentTypeMsgpack = protocol.ContentTypeMsgpack
-	ContentTypePickle  = protocol.ContentTypePickle
-	ContentTypeYAML    = protocol.ContentTypeYAML
-
-	CompressionZlib  = protocol.CompressionZlib
-	CompressionBzip2 = protocol.CompressionBzip2
-
 	StatePending  = protocol.StatePending
 	StateReceived = protocol.StateReceived
 	StateStarted  = protocol.StateStarted
@@ -68,9 +46,6 @@ const (
 	RevokedReasonRevoked    = protocol.RevokedReasonRevoked
 	RevokedReasonExpired    = protocol.RevokedReasonExpired
 	RevokedReasonTerminated = protocol.RevokedReasonTerminated
-
-	GoErrorType   = protocol.GoErrorType
-	GoErrorModule = protocol.GoErrorModule
 )
 
 // Celery versions this module knows the wire differences of; see protocol.
@@ -81,27 +56,5 @@ var (
 	Celery55 = protocol.Celery55
 )
 
-// ParseVersion parses "5", "5.2" or "5.2.6"; see protocol.ParseVersion.
-func ParseVersion(s string) (Version, error) { return protocol.ParseVersion(s) }
-
 // NewTaskError builds a TaskError; see protocol.NewTaskError.
 func NewTaskError(exc string, args ...any) *TaskError { return protocol.NewTaskError(exc, args...) }
-
-// ErrorToTaskError converts a Go error into the exception Celery stores for a failed task; see
-// protocol.ErrorToTaskError.
-func ErrorToTaskError(err error) *TaskError { return protocol.ErrorToTaskError(err) }
-
-// PyRepr is Python's repr() of a decoded value; see protocol.PyRepr.
-func PyRepr(v any) string { return protocol.PyRepr(v) }
-
-// Naive marks t as a naive Python datetime; see protocol.Naive.
-func Naive(t time.Time) time.Time { return protocol.Naive(t) }
-
-// IsNaive reports whether t was marked naive; see protocol.IsNaive.
-func IsNaive(t time.Time) bool { return protocol.IsNaive(t) }
-
-// PyISOFormat formats t like Python's datetime.isoformat(); see protocol.PyISOFormat.
-func PyISOFormat(t time.Time) string { return protocol.PyISOFormat(t) }
-
-// ParsePyTime parses the time formats Celery and kombu write; see protocol.ParsePyTime.
-func ParsePyTime(s string) (time.Time, error) { return protocol.ParsePyTime(s) }

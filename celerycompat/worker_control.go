@@ -369,7 +369,7 @@ func (w *Worker) sendReply(ctx context.Context, req *controlRequest, reply any) 
 	}
 	var lists []string
 	for _, m := range members {
-		if parts := strings.SplitN(m, Sep, 3); len(parts) == 3 && parts[0] == rk {
+		if parts := strings.SplitN(m, sep, 3); len(parts) == 3 && parts[0] == rk {
 			lists = append(lists, keys.Queue(parts[2], 0))
 		}
 	}

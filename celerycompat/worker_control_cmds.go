@@ -196,7 +196,7 @@ func (w *Worker) scheduledInfos() []any {
 	slices.SortFunc(its, func(a, b *inflight) int { return a.msg.ETA.Compare(*b.msg.ETA) })
 	out := make([]any, 0, len(its))
 	for _, it := range its {
-		out = append(out, protocol.PyDict{{Key: "eta", Value: PyISOFormat(*it.msg.ETA)}, {Key: "priority", Value: 6}, {Key: "request", Value: w.requestInfo(it, false)}})
+		out = append(out, protocol.PyDict{{Key: "eta", Value: protocol.PyISOFormat(*it.msg.ETA)}, {Key: "priority", Value: 6}, {Key: "request", Value: w.requestInfo(it, false)}})
 	}
 	return out
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // blocker is a task handler that records each start and runs until released (or, when it honours
@@ -255,8 +256,8 @@ func TestControlInspectGoWorker(t *testing.T) {
 		}},
 		{"scheduled", nil, func(t *testing.T, v any) {
 			e := obj(list(v)[0])
-			if e["eta"] != cc.PyISOFormat(eta.Truncate(time.Microsecond)) || e["priority"] != 6.0 || obj(e["request"])["id"] != scheduled.ID {
-				t.Errorf("scheduled = %v (eta want %s)", e, cc.PyISOFormat(eta))
+			if e["eta"] != protocol.PyISOFormat(eta.Truncate(time.Microsecond)) || e["priority"] != 6.0 || obj(e["request"])["id"] != scheduled.ID {
+				t.Errorf("scheduled = %v (eta want %s)", e, protocol.PyISOFormat(eta))
 			}
 		}},
 		{"registered", map[string]any{"taskinfoitems": []any{}}, func(t *testing.T, v any) {
@@ -528,7 +529,7 @@ func TestControlRevokeByStampedHeaders(t *testing.T) {
 // arguments: the body has no "args" and no "kwargs" keys at all, which Celery reads as () and {}.
 func proto1NoArgs(t *testing.T, task, id string, eta time.Time) []byte {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"task": task, "id": id, "eta": cc.PyISOFormat(eta), "utc": true})
+	body, _ := json.Marshal(map[string]any{"task": task, "id": id, "eta": protocol.PyISOFormat(eta), "utc": true})
 	env, _ := json.Marshal(map[string]any{
 		"body": b64(string(body)), "content-encoding": "utf-8", "content-type": "application/json", "headers": map[string]any{},
 		"properties": map[string]any{"correlation_id": id, "delivery_mode": 2, "priority": 0, "body_encoding": "base64",

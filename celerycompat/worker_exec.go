@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"runtime/debug"
 	"time"
+
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // DefaultHookRetryTimeout is WorkerConfig.HookRetryTimeout's default.
@@ -285,7 +287,7 @@ func (w *Worker) toTaskError(taskCtx context.Context, err error) (*TaskError, st
 	if errors.As(err, &conv) {
 		te = conv.TaskError()
 	} else {
-		te = ErrorToTaskError(err)
+		te = protocol.ErrorToTaskError(err)
 	}
 	tb := te.Traceback
 	if tb == "" {

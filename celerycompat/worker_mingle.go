@@ -84,7 +84,7 @@ func (w *Worker) mailboxNodes(ctx context.Context) ([]string, error) {
 	}
 	var nodes []string
 	for _, m := range members {
-		parts := strings.Split(m, Sep)
+		parts := strings.Split(m, sep)
 		node, ok := strings.CutSuffix(parts[len(parts)-1], ".celery.pidbox")
 		if ok && node != "" && node != w.cfg.Hostname {
 			nodes = append(nodes, node)

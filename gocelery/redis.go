@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/celerybridge/celerybridge/celerycompat"
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 	"github.com/gomodule/redigo/redis"
 )
 
@@ -158,7 +159,7 @@ func taskOptions(tm *TaskMessage) ([]celerycompat.SendOption, error) {
 		opts = append(opts, celerycompat.WithRetries(tm.Retries))
 	}
 	if tm.ETA != nil && *tm.ETA != "" {
-		eta, err := celerycompat.ParsePyTime(*tm.ETA)
+		eta, err := protocol.ParsePyTime(*tm.ETA)
 		if err != nil {
 			return nil, fmt.Errorf("gocelery: task %s: eta %q: %w", tm.ID, *tm.ETA, err)
 		}
@@ -229,7 +230,7 @@ func taskMessageOf(m *celerycompat.Message) *TaskMessage {
 		tm.Kwargs = map[string]interface{}{}
 	}
 	if m.ETA != nil {
-		eta := celerycompat.PyISOFormat(*m.ETA)
+		eta := protocol.PyISOFormat(*m.ETA)
 		tm.ETA = &eta
 	}
 	return tm

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/celerybridge/celerybridge/celerycompat"
+	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
 // CeleryWorker runs registered tasks. On a RedisCeleryBroker it is celerycompat's worker: it
@@ -275,7 +276,7 @@ func (w *CeleryWorker) RunTask(message *TaskMessage) (rm *ResultMessage, err err
 // failureMessage is a FAILURE result in Celery's exception format, for a backend known only
 // through CeleryBackend.
 func failureMessage(id string, err error) *ResultMessage {
-	te := celerycompat.ErrorToTaskError(err)
+	te := protocol.ErrorToTaskError(err)
 	if errors.Is(err, ErrBadArguments) {
 		te = celerycompat.NewTaskError("TypeError", err.Error())
 	}
