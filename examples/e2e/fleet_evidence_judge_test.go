@@ -35,6 +35,8 @@ func TestFleetJudge(t *testing.T) {
 		kombu     int
 	}{
 		{name: "popped by the victim's last BRPOP, never recorded", lines: cat(publish, brpop, "KILL"), lost: []string{id}, kombu: 1},
+		{name: "its result read after the run", lines: cat(publish, brpop, "KILL", line("127.0.0.1:7998", "get", "celery-task-meta-"+id)), lost: []string{id}, kombu: 1},
+		{name: "its result stored after the run", lines: cat(publish, brpop, "KILL", line("lua", "setex", "celery-task-meta-"+id, "86400", "{}")), lost: []string{id}},
 		{name: "BRPOP before the publish", lines: cat([]string{brpop}, publish, "KILL"), lost: []string{id}, kombu: 1},
 		{name: "victim recorded after its last BRPOP", lines: cat(publish, brpop, record(other), "KILL"), lost: []string{id}},
 		{name: "recorded as un-acked by a Go fetch", lines: cat(publish, brpop, line("lua", "hset", "unacked", "t", msg(id)), "KILL"), lost: []string{id}},

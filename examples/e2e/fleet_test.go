@@ -151,7 +151,7 @@ func TestFleet(t *testing.T) {
 // stallAfter is how long the fleet's callbacks may stop arriving before the load test is ended:
 // far past the visibility timeout (10 s) plus the restore sweep (10 s), which bring back
 // whatever a killed worker held.
-const stallAfter = 90 * time.Second
+const stallAfter = 60 * time.Second
 
 // waitOrStall waits for the load test's outcome, cancelling it once no callback has arrived for
 // stallAfter (something was lost; the report then says what).
