@@ -159,7 +159,9 @@ func (m *monitor) add(line string) {
 func (m *monitor) mark(t testing.TB, r *redisServer, name string) int64 {
 	t.Helper()
 	r.do("ECHO", "fleet-marker:"+name)
-	deadline := time.Now().Add(30 * time.Second)
+	// The reader may lag behind Redis (it scans every command for ids, slower under -race):
+	// give it time, as long as it keeps reading.
+	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		m.mu.Lock()
 		seq, ok, err := m.markers[name], m.markers[name] != 0, m.err
@@ -170,7 +172,7 @@ func (m *monitor) mark(t testing.TB, r *redisServer, name string) int64 {
 		case err != nil:
 			t.Fatalf("MONITOR failed: %v", err)
 		case time.Now().After(deadline):
-			t.Fatalf("MONITOR did not show marker %s within 30 s", name)
+			t.Fatalf("MONITOR did not show marker %s within 5 minutes", name)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -244,6 +246,31 @@ func (m *monitor) killPython(t testing.TB, r *redisServer, p *proc) pyKill {
 	return pyKill{victim: p, clients: clients, marker: m.mark(t, r, "killed-"+p.name)}
 }
 
+// victimLast returns the sequence numbers of the victim's last BRPOP and last unacked write
+// (m.mu held).
+func (m *monitor) victimLast(kill *pyKill) (brpop, record int64) {
+	for _, c := range kill.clients {
+		if cm := m.clients[c]; cm != nil {
+			brpop, record = max(brpop, cm.lastBRPOP), max(record, cm.lastRecord)
+		}
+	}
+	return brpop, record
+}
+
+// victimMarks says where the victim's last BRPOP and last unacked write stand in the stream
+// (m.mu held).
+func (m *monitor) victimMarks(kill *pyKill) string {
+	if kill == nil {
+		return "none killed"
+	}
+	vb, vr := m.victimLast(kill)
+	state := "it had recorded what it took"
+	if vb > vr {
+		state = "a BRPOP last: it may have died holding one message"
+	}
+	return fmt.Sprintf("#%d/#%d, killed before #%d (%s)", vb, vr, kill.marker, state)
+}
+
 // attribution is the verdict on the tasks a run lost.
 type attribution struct {
 	kombu []string // lost in kombu's BRPOP window, with the evidence
@@ -276,11 +303,7 @@ func (m *monitor) judge(kill *pyKill, lost []string, inLists map[string]bool, vi
 	}
 	var vb, vr int64
 	if kill != nil {
-		for _, c := range kill.clients {
-			if cm := m.clients[c]; cm != nil {
-				vb, vr = max(vb, cm.lastBRPOP), max(vr, cm.lastRecord)
-			}
-		}
+		vb, vr = m.victimLast(kill)
 	}
 	for _, id := range lost {
 		ms := m.mentions[id]

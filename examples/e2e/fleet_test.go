@@ -99,6 +99,11 @@ func TestFleet(t *testing.T) {
 	res := waitOrStall(t, r, done, cancel)
 	t.Logf("SIGKILLed %s at %d callbacks; Python victim %s killed: %v (at %d)", goVictim.name, killed[goVictim.name], pyVictim.name, killPython, killed[pyVictim.name])
 	kombuLost := checkFleet(t, r, mon, pyk, res, n)
+	if mon != nil {
+		mon.mu.Lock()
+		t.Logf("MONITOR recorded %d commands; the Python victim's last BRPOP/unacked write: %s", mon.seq, mon.victimMarks(pyk))
+		mon.mu.Unlock()
+	}
 
 	// Shares. A Go worker's last run stores its node name in the result (result_extended); the
 	// Python workers store none, so their runs are counted from their logs (every start).
