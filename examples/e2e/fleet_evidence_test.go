@@ -32,14 +32,16 @@ import (
 //
 //  1. the MONITOR stream is complete: it ran from before the first service to after the run,
 //     and the connection never failed;
-//  2. the task id was carried by exactly one LPUSH (the API's publish; the API's own bookkeeping
-//     before it carries the id too), that LPUSH came before the kill marker, and no command
-//     after it carried the id (reads aside): so it was published while the victim was alive, and no consumer
-//     ever recorded it as un-acked (every Go fetch and every surviving Python delivery writes
-//     the message into the unacked hash, with its id, in a command MONITOR shows: the Go one
-//     inside its Lua script), no restore ever pushed it back, no result was ever stored for it;
-//  3. no list in Redis holds it at the end: it was popped, by a pop that recorded nothing, and
-//     the only such pop is a Python worker's BRPOP;
+//  2. the task id was carried by exactly one LPUSH (the API's publish; the API's own
+//     bookkeeping before it carries the id too), that LPUSH came before the kill marker, and no
+//     command after it carried the id (reads aside): so it was published while the victim was
+//     alive, and no consumer ever recorded it as un-acked (every Go fetch and every Python
+//     delivery writes the message into the unacked hash, with its id, in a command MONITOR
+//     shows: the Go one inside its Lua script), no restore ever pushed it back, no result was
+//     ever stored for it;
+//  3. no list in Redis holds it at the end: it was popped, by a pop that recorded nothing. The
+//     Go fetch records in the same step; the surviving Python worker records within
+//     milliseconds and lives to the end; so the pop was the victim's BRPOP;
 //  4. the last thing the victim did was a BRPOP: its last BRPOP comes after its last write to
 //     the unacked hash, so it died holding one popped, unrecorded message (or none, if that
 //     BRPOP returned empty);
