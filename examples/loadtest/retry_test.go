@@ -11,6 +11,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/celerybridge/celerybridge/celerycompat"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
+	"github.com/gomodule/redigo/redis"
 )
 
 // TestRetryTransport drives the retrying transport against a server that answers 503 a given
@@ -152,5 +156,28 @@ func TestSentinelMasterName(t *testing.T) {
 	if code := run([]string{"-n", "1", "-submit-only", "-no-progress"}, envOf("REDIS_URL", url), &stdout, &stderr); code != 2 ||
 		!strings.Contains(stderr.String(), "master name") {
 		t.Errorf("exit %d, stderr %s", code, stderr.String())
+	}
+}
+
+// TestSentinelPools: against real sentinels (one master, one replica, three sentinels), the pools
+// the load tester opens for a sentinel:// result backend and broker reach the master.
+func TestSentinelPools(t *testing.T) {
+	s := celerytest.StartSentinels(t)
+	env := envOf("REDIS_URL", s.URL(0), "BROKER_MASTER_NAME", celerytest.SentinelMaster)
+	p, err := openPools(env, s.URL(1), env("BROKER_MASTER_NAME"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	for name, pool := range map[string]celerycompat.Pool{"results": p.results, "broker": p.broker} {
+		c, err := pool.GetContext(context.Background())
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		role, err := redis.Values(c.Do("ROLE"))
+		c.Close()
+		if err != nil || len(role) == 0 || fmt.Sprintf("%s", role[0]) != "master" {
+			t.Errorf("%s pool reached ROLE %q (%v), want the master", name, role, err)
+		}
 	}
 }
