@@ -20,10 +20,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/celerybridge/celerybridge/callback"
+	"github.com/celerybridge/celerybridge/callback/internal/batch"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -46,21 +46,7 @@ type Store struct {
 	pool     *pgxpool.Pool
 	ownsPool bool
 	timeout  time.Duration
-
-	mu     sync.RWMutex // guards closed and sending on reqs
-	closed bool
-	reqs   chan saveReq
-	done   chan struct{}
-}
-
-type saveReq struct {
-	cb  callback.Callback
-	res chan saveResult
-}
-
-type saveResult struct {
-	inserted bool
-	err      error
+	saves    *batch.Committer[callback.Callback]
 }
 
 // New returns a Store on the caller's pool, creating or upgrading the schema first. Close
@@ -78,8 +64,8 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if _, err := migrate(ctx, pool); err != nil {
 		return nil, fmt.Errorf("%w: pgstore: schema: %w", callback.ErrStore, err)
 	}
-	s := &Store{pool: pool, timeout: cfg.WriteTimeout, reqs: make(chan saveReq, maxBatch), done: make(chan struct{})}
-	go s.writer()
+	s := &Store{pool: pool, timeout: cfg.WriteTimeout}
+	s.saves = batch.New(maxBatch, s.commitBatch)
 	return s, nil
 }
 
@@ -107,70 +93,25 @@ func Open(ctx context.Context, url string, cfg Config) (*Store, error) {
 // Close waits for pending Saves, then stops the Store (and closes the pool if Open opened it).
 // Later calls return callback.ErrStoreClosed.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return callback.ErrStoreClosed
+	if err := s.saves.Close(); err != nil {
+		return err
 	}
-	s.closed = true
-	close(s.reqs)
-	s.mu.Unlock()
-	<-s.done
 	if s.ownsPool {
 		s.pool.Close()
 	}
 	return nil
 }
 
-// Save implements callback.Store.
+// Save implements callback.Store. Concurrent Saves are group-committed (internal/batch).
 func (s *Store) Save(ctx context.Context, cb callback.Callback) (bool, error) {
-	req := saveReq{cb: cb, res: make(chan saveResult, 1)}
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return false, callback.ErrStoreClosed
-	}
-	select {
-	case s.reqs <- req:
-	case <-ctx.Done():
-		s.mu.RUnlock()
-		return false, ctx.Err()
-	}
-	s.mu.RUnlock()
-	select {
-	case r := <-req.res:
-		return r.inserted, r.err
-	case <-ctx.Done():
-		// The write may still commit; a retried request then counts as a duplicate.
-		return false, ctx.Err()
-	}
+	return s.saves.Save(ctx, cb)
 }
 
-// writer group-commits Saves until reqs is closed.
-func (s *Store) writer() {
-	defer close(s.done)
-	batch := make([]saveReq, 0, maxBatch)
-	for req := range s.reqs {
-		batch = append(batch[:0], req)
-	more:
-		for len(batch) < maxBatch {
-			select {
-			case r, ok := <-s.reqs:
-				if !ok {
-					break more
-				}
-				batch = append(batch, r)
-			default:
-				break more
-			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-		inserted, err := s.commit(ctx, batch)
-		cancel()
-		for i, r := range batch {
-			r.res <- saveResult{inserted: err == nil && inserted[i], err: err}
-		}
-	}
+// commitBatch is commit within WriteTimeout.
+func (s *Store) commitBatch(batch []callback.Callback) ([]bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	return s.commit(ctx, batch)
 }
 
 const (
@@ -190,7 +131,7 @@ const (
 // commit stores a batch in one transaction: the first Save of each event id in the batch is
 // inserted unless the event is stored; every other Save counts as a duplicate. On any error
 // nothing is committed.
-func (s *Store) commit(ctx context.Context, batch []saveReq) (inserted []bool, err error) {
+func (s *Store) commit(ctx context.Context, batch []callback.Callback) (inserted []bool, err error) {
 	var (
 		first                                                        = map[string]int{} // event id → index of its first Save
 		ids, tasks, celery, names, statuses, results, stamps, bodies []string
@@ -204,9 +145,9 @@ func (s *Store) commit(ctx context.Context, batch []saveReq) (inserted []bool, e
 	for i := range order {
 		order[i] = i
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(batch[a].cb.EventID, batch[b].cb.EventID) })
+	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(batch[a].EventID, batch[b].EventID) })
 	for _, i := range order {
-		cb := batch[i].cb
+		cb := batch[i]
 		if _, dup := first[cb.EventID]; dup {
 			continue
 		}
@@ -238,9 +179,9 @@ func (s *Store) commit(ctx context.Context, batch []saveReq) (inserted []bool, e
 		inserted[first[id]] = true
 	}
 	counts := map[string]int64{}
-	for i, r := range batch {
+	for i, cb := range batch {
 		if inserted[i] {
-			counts["status:"+string(r.cb.Status)]++
+			counts["status:"+string(cb.Status)]++
 		} else {
 			counts["duplicates"]++
 		}

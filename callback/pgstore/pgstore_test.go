@@ -118,13 +118,13 @@ func TestSurvivesRestart(t *testing.T) {
 func TestBatchDuplicates(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
-	mk := func(id string) saveReq {
-		return saveReq{cb: callback.Callback{EventID: id, TaskID: "t-" + id, Status: callback.StatusSuccess, Body: json.RawMessage(`{}`)}}
+	mk := func(id string) callback.Callback {
+		return callback.Callback{EventID: id, TaskID: "t-" + id, Status: callback.StatusSuccess, Body: json.RawMessage(`{}`)}
 	}
-	if ok, err := s.Save(ctx, mk("old").cb); !ok || err != nil {
+	if ok, err := s.Save(ctx, mk("old")); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	var batch []saveReq
+	var batch []callback.Callback
 	var want []bool
 	for i := range 70 {
 		batch = append(batch, mk(fmt.Sprint("e", i)))

@@ -17,10 +17,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/celerybridge/celerybridge/callback"
+	"github.com/celerybridge/celerybridge/callback/internal/batch"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver (pure Go, no cgo)
 )
 
@@ -98,21 +98,7 @@ const sqliteMaxBatch = 256
 type Store struct {
 	w, r   *sql.DB // w: the single writer connection; r: readers (WAL lets them run alongside)
 	insert *sql.Stmt
-
-	mu     sync.RWMutex // guards closed and sending on reqs
-	closed bool
-	reqs   chan sqliteSave
-	done   chan struct{}
-}
-
-type sqliteSave struct {
-	cb  callback.Callback
-	res chan sqliteResult
-}
-
-type sqliteResult struct {
-	inserted bool
-	err      error
+	saves  *batch.Committer[callback.Callback]
 }
 
 // New opens (creating if needed) the database file at path.
@@ -143,8 +129,8 @@ func New(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("%w: open %s: %w", callback.ErrStore, path, err)
 	}
 	r.SetMaxOpenConns(4)
-	s := &Store{w: w, r: r, insert: insert, reqs: make(chan sqliteSave, sqliteMaxBatch), done: make(chan struct{})}
-	go s.writer()
+	s := &Store{w: w, r: r, insert: insert}
+	s.saves = batch.New(sqliteMaxBatch, s.commit)
 	return s, nil
 }
 
@@ -179,69 +165,19 @@ func sqliteMigrate(ctx context.Context, db *sql.DB) error {
 // Close waits for pending Saves, then closes the database. Later calls return
 // callback.ErrStoreClosed.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return callback.ErrStoreClosed
+	if err := s.saves.Close(); err != nil {
+		return err
 	}
-	s.closed = true
-	close(s.reqs)
-	s.mu.Unlock()
-	<-s.done
 	return errors.Join(s.insert.Close(), s.w.Close(), s.r.Close())
 }
 
-// Save implements callback.Store.
+// Save implements callback.Store. Concurrent Saves are group-committed (internal/batch).
 func (s *Store) Save(ctx context.Context, cb callback.Callback) (bool, error) {
-	req := sqliteSave{cb: cb, res: make(chan sqliteResult, 1)}
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return false, callback.ErrStoreClosed
-	}
-	select {
-	case s.reqs <- req:
-	case <-ctx.Done():
-		s.mu.RUnlock()
-		return false, ctx.Err()
-	}
-	s.mu.RUnlock()
-	select {
-	case r := <-req.res:
-		return r.inserted, r.err
-	case <-ctx.Done():
-		// The write may still commit; a retried request then counts as a duplicate.
-		return false, ctx.Err()
-	}
-}
-
-// writer group-commits Saves until reqs is closed.
-func (s *Store) writer() {
-	defer close(s.done)
-	batch := make([]sqliteSave, 0, sqliteMaxBatch)
-	for req := range s.reqs {
-		batch = append(batch[:0], req)
-	more:
-		for len(batch) < sqliteMaxBatch {
-			select {
-			case r, ok := <-s.reqs:
-				if !ok {
-					break more
-				}
-				batch = append(batch, r)
-			default:
-				break more
-			}
-		}
-		inserted, err := s.commit(batch)
-		for i, r := range batch {
-			r.res <- sqliteResult{inserted: err == nil && inserted[i], err: err}
-		}
-	}
+	return s.saves.Save(ctx, cb)
 }
 
 // commit inserts a batch in one transaction. On any error nothing is committed.
-func (s *Store) commit(batch []sqliteSave) (inserted []bool, err error) {
+func (s *Store) commit(batch []callback.Callback) (inserted []bool, err error) {
 	ctx := context.Background()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -255,8 +191,7 @@ func (s *Store) commit(batch []sqliteSave) (inserted []bool, err error) {
 	stmt := tx.StmtContext(ctx, s.insert)
 	inserted = make([]bool, len(batch))
 	counts := map[string]int{} // counter name → increment
-	for i, req := range batch {
-		cb := req.cb
+	for i, cb := range batch {
 		var errText any
 		if cb.Error != nil {
 			errText = *cb.Error

@@ -165,13 +165,13 @@ func TestSQLiteLookupsUseIndexes(t *testing.T) {
 func TestSQLiteBatchDuplicates(t *testing.T) {
 	ctx := context.Background()
 	s := newSQLite(t, "")
-	mk := func(id string) sqliteSave {
-		return sqliteSave{cb: callback.Callback{EventID: id, TaskID: "t-" + id, Status: callback.StatusSuccess, Body: json.RawMessage(`{}`)}}
+	mk := func(id string) callback.Callback {
+		return callback.Callback{EventID: id, TaskID: "t-" + id, Status: callback.StatusSuccess, Body: json.RawMessage(`{}`)}
 	}
-	if ok, err := s.Save(ctx, mk("old").cb); !ok || err != nil {
+	if ok, err := s.Save(ctx, mk("old")); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	var batch []sqliteSave
+	var batch []callback.Callback
 	want := []bool{}
 	for i := range 70 {
 		batch = append(batch, mk(fmt.Sprint("e", i)))

@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -32,9 +34,12 @@ func fleetTasks(t *testing.T) int {
 var pyRunLine = regexp.MustCompile(`开始处理任务 \[业务 ID: ([0-9a-f-]+)\]`)
 
 // TestFleet runs 8 Go worker processes and 2 Python workers (the original tasks.py) on one Redis,
-// pushes FLEET_TASKS tasks through the Go API, and SIGKILLs one Go worker (and, with FLEET_KILL_PYTHON=1, one Python worker) at
-// random moments. Nothing may be lost: every task ends SUCCESS with exactly one stored callback.
-// It reports each worker's share and the duplicates.
+// pushes FLEET_TASKS tasks through the Go API, and SIGKILLs one Go worker and one Python worker
+// at random moments (FLEET_KILL_PYTHON=0 spares the Python one). Nothing may be lost: every task
+// ends SUCCESS with exactly one stored callback, except at most one task that the evidence in
+// fleet_evidence_test.go charges to kombu's own BRPOP window in the killed Python worker
+// (celery/celery#7950), which is logged, not failed. It reports each worker's share and the
+// duplicates.
 //
 //	FLEET_TASKS=2000 go test -count=1 -run TestFleet ./examples/e2e/
 func TestFleet(t *testing.T) {
@@ -44,6 +49,12 @@ func TestFleet(t *testing.T) {
 	t.Logf("seed %d", seed)
 
 	r := newRig(t)
+	killPython := os.Getenv("FLEET_KILL_PYTHON") != "0"
+	var mon *monitor
+	if killPython {
+		// Before any service, so that every command is recorded.
+		mon = startMonitor(t, r.redis)
+	}
 	// A killed worker's messages come back after the visibility timeout; the Go workers' restore
 	// sweep (every 10 s) returns them, whoever held them. Tasks take milliseconds, far below it.
 	r.workerEnv = []string{"VISIBILITY_TIMEOUT=10", "CONCURRENCY=4"}
@@ -58,22 +69,19 @@ func TestFleet(t *testing.T) {
 	}
 	pyWorkers := []*proc{r.pyWorker("py-worker-0"), r.pyWorker("py-worker-1")}
 
-	done := r.loadInBackground(n, 20*time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := r.loadInBackgroundCtx(ctx, n, 20*time.Minute)
 	// Kill moments: a random callback count between 10% and 60% of the run, one for each.
 	goAt := int64(n/10 + rng.IntN(n/2))
 	pyAt := int64(n/10 + rng.IntN(n/2))
 	goVictim, pyVictim := goWorkers[rng.IntN(len(goWorkers))], pyWorkers[rng.IntN(len(pyWorkers))]
-	// A Python worker SIGKILLed between kombu's BRPOP and the MULTI that records the message as
-	// un-acked loses that message (celery#7950; seen here on 2026-12-04: one task of 20,000 that
-	// no worker ever logged as received). That is Python's own loss window, which this test
-	// cannot tell apart from ours, so the Python victim is SIGKILLed only with
-	// FLEET_KILL_PYTHON=1; by default it runs to the end beside the killed Go worker.
-	killPython := os.Getenv("FLEET_KILL_PYTHON") == "1"
 	victims := 2
 	if !killPython {
 		victims, pyAt = 1, 1<<62
 	}
 	killed := map[string]int64{}
+	var pyk *pyKill
 	for len(killed) < victims {
 		st := r.waitUnique(min(goAt, pyAt), 10*time.Minute)
 		if _, ok := killed[goVictim.name]; !ok && st.Unique >= goAt {
@@ -82,14 +90,20 @@ func TestFleet(t *testing.T) {
 			goAt = 1 << 62
 		}
 		if _, ok := killed[pyVictim.name]; !ok && st.Unique >= pyAt {
-			pyVictim.kill()
+			k := mon.killPython(t, r.redis, pyVictim)
+			pyk = &k
 			killed[pyVictim.name] = st.Unique
 			pyAt = 1 << 62
 		}
 	}
-	res := <-done
-	checkExact(t, res.rep, res.err, n)
+	res := waitOrStall(t, r, done, cancel)
 	t.Logf("SIGKILLed %s at %d callbacks; Python victim %s killed: %v (at %d)", goVictim.name, killed[goVictim.name], pyVictim.name, killPython, killed[pyVictim.name])
+	kombuLost := checkFleet(t, r, mon, pyk, res, n)
+	if mon != nil {
+		mon.mu.Lock()
+		t.Logf("MONITOR recorded %d commands; the Python victim's last BRPOP/unacked write: %s", mon.seq, mon.victimMarks(pyk))
+		mon.mu.Unlock()
+	}
 
 	// Shares. A Go worker's last run stores its node name in the result (result_extended); the
 	// Python workers store none, so their runs are counted from their logs (every start).
@@ -130,13 +144,80 @@ func TestFleet(t *testing.T) {
 	for _, k := range names {
 		fmt.Fprintf(&b, " %s=%d", k, byWorker[k])
 	}
-	t.Logf("fleet of 8 Go (CONCURRENCY=4) + 2 Python (solo) workers, %d tasks, 2 shared cores: lost 0; "+
+	t.Logf("fleet of 8 Go (CONCURRENCY=4) + 2 Python (solo) workers, %d tasks, 2 shared cores: lost %d (in kombu's BRPOP window); "+
 		"tasks finished by:%s; callbacks delivered more than once (suppressed by the receiver) %d; "+
 		"tasks a Python worker started more than once %d",
-		n, b.String(), res.rep.Suppressed, pyTwice)
-	if len(finishedBy) != n {
-		t.Errorf("%d results, want %d", len(finishedBy), n)
+		n, kombuLost, b.String(), res.rep.Suppressed, pyTwice)
+	if len(finishedBy) != n-kombuLost {
+		t.Errorf("%d results, want %d", len(finishedBy), n-kombuLost)
 	}
+}
+
+// stallAfter is how long the fleet's callbacks may stop arriving before the load test is ended:
+// far past the visibility timeout (10 s) plus the restore sweep (10 s), which bring back
+// whatever a killed worker held.
+const stallAfter = 60 * time.Second
+
+// waitOrStall waits for the load test's outcome, cancelling it once no callback has arrived for
+// stallAfter (something was lost; the report then says what).
+func waitOrStall(t *testing.T, r *rig, done <-chan loadResult, cancel context.CancelFunc) loadResult {
+	t.Helper()
+	last, since := int64(-1), time.Now()
+	for {
+		select {
+		case res := <-done:
+			return res
+		case <-time.After(time.Second):
+		}
+		if u := r.stats().Unique; u != last {
+			last, since = u, time.Now()
+		} else if time.Since(since) > stallAfter {
+			t.Logf("no callback for %v at %d: ending the load test", stallAfter, u)
+			cancel()
+		}
+	}
+}
+
+// checkFleet checks the fleet's report for n tasks: exact, but for tasks lost in kombu's BRPOP
+// window in the killed Python worker (see fleet_evidence_test.go), which it logs and counts.
+func checkFleet(t *testing.T, r *rig, mon *monitor, pyk *pyKill, res loadResult, n int) int {
+	t.Helper()
+	rep := res.rep
+	if rep == nil {
+		t.Fatalf("load test did not run: %v", res.err)
+	}
+	lostBiz := map[string]bool{}
+	for _, id := range append(append([]string{}, rep.NotProcessed...), rep.MissingCallbacks...) {
+		lostBiz[id] = true
+	}
+	if len(lostBiz) == 0 || mon == nil {
+		checkExact(t, rep, res.err, n)
+		return 0
+	}
+	var lost []string // Celery task ids
+	raw, err := os.ReadFile(filepath.Join(r.dir, "submitted_tasks.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		if parts := strings.Split(l, ","); len(parts) == 3 && lostBiz[parts[1]] {
+			lost = append(lost, parts[2])
+		}
+	}
+	var b strings.Builder
+	rep.Print(&b)
+	if len(lost) != len(lostBiz) || rep.Submitted != n || rep.Submission.Failed != 0 || rep.Duplicates != 0 || len(rep.DeadLettered) != 0 {
+		t.Fatalf("want an exact report for %d tasks but for lost ones; err %v\n%s", n, res.err, b.String())
+	}
+	a := mon.attribute(t, r.redis, pyk, lost)
+	for _, why := range a.kombu {
+		t.Logf("lost in kombu's BRPOP window of the SIGKILLed Python worker, kombu's known loss "+
+			"(https://github.com/celery/celery/issues/7950), not celerybridge's: %s", why)
+	}
+	if len(a.ours) != 0 {
+		t.Fatalf("%d task(s) lost that kombu's BRPOP window does not explain:\n%s\n%s", len(a.ours), strings.Join(a.ours, "\n"), b.String())
+	}
+	return len(a.kombu)
 }
 
 // resultWorkers maps each stored result's task id to its "worker" field ("" when the result has

@@ -106,10 +106,16 @@ func (r *rig) pyWorker(name string) *proc {
 // otherwise.
 func (r *rig) load(n int, timeout time.Duration, src loadtest.Source) (*loadtest.Report, error) {
 	r.t.Helper()
+	return r.loadCtx(context.Background(), n, timeout, src)
+}
+
+// loadCtx is load, ended early (with a report of what arrived) when ctx is cancelled.
+func (r *rig) loadCtx(ctx context.Context, n int, timeout time.Duration, src loadtest.Source) (*loadtest.Report, error) {
+	r.t.Helper()
 	if src == nil {
 		src = &loadtest.ReceiverSource{URL: r.receiverURL()}
 	}
-	return loadtest.Run(context.Background(), loadtest.Config{
+	return loadtest.Run(ctx, loadtest.Config{
 		APIURL:        r.apiURL(),
 		N:             n,
 		Concurrency:   r.loadConcurrency,
@@ -129,9 +135,14 @@ type loadResult struct {
 // loadInBackground starts a load test of n tasks (see load); its outcome arrives on the channel,
 // while the test injects a fault.
 func (r *rig) loadInBackground(n int, timeout time.Duration) <-chan loadResult {
+	return r.loadInBackgroundCtx(context.Background(), n, timeout)
+}
+
+// loadInBackgroundCtx is loadInBackground, ended early when ctx is cancelled.
+func (r *rig) loadInBackgroundCtx(ctx context.Context, n int, timeout time.Duration) <-chan loadResult {
 	done := make(chan loadResult, 1)
 	go func() {
-		rep, err := r.load(n, timeout, nil)
+		rep, err := r.loadCtx(ctx, n, timeout, nil)
 		done <- loadResult{rep, err}
 	}()
 	return done

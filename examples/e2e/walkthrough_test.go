@@ -168,7 +168,7 @@ func workspace(t *testing.T, root, venvDir string) string {
 }
 
 // portAssign rewrites the walkthrough's well-known ports in settings blocks.
-var portAssign = regexp.MustCompile(`\b(REDIS_PORT|API_PORT|RECEIVER_PORT)=\d+`)
+var portAssign = regexp.MustCompile(`\b(REDIS_PORT|API_PORT|RECEIVER_PORT|PG_PORT)=\d+`)
 
 // freshEnv is the environment of a newly opened terminal: the developer's, without the rig's
 // variables and without any Python venv (VIRTUAL_ENV, a venv's bin on PATH), so a command that
@@ -200,7 +200,7 @@ func freshEnv(venvDir string) []string {
 // commands to completion with their expected output.
 func TestWalkthrough(t *testing.T) {
 	root := repoRoot(t)
-	for _, tool := range []string{"redis-server", "redis-cli", "curl", "jq"} {
+	for _, tool := range []string{"redis-server", "redis-cli", "curl", "jq", "psql"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing(t, "%s not found on PATH; the walkthrough uses it", tool)
 		}
@@ -209,7 +209,13 @@ func TestWalkthrough(t *testing.T) {
 	bin(t, "worker") // builds every service once, so the `go run`s below only link
 	blocks := parseBlocks(t, filepath.Join(root, "examples", "WALKTHROUGH.md"))
 	ws := workspace(t, root, venvDir)
-	ports := map[string]int{"REDIS_PORT": freePort(t), "API_PORT": freePort(t), "RECEIVER_PORT": freePort(t)}
+	if pg, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres"); len(pg) == 0 {
+		missing(t, "PostgreSQL is not installed (/usr/lib/postgresql/*/bin; .ci/setup.sh installs it); section 4.5 runs it")
+	}
+	ports := map[string]int{"REDIS_PORT": freePort(t), "API_PORT": freePort(t), "RECEIVER_PORT": freePort(t), "PG_PORT": freePort(t)}
+	// Section 4.5's PostgreSQL keeps its data in /tmp/celerybridge-pg-$PG_PORT; drop it after
+	// the terminals are closed (the deferred Ctrl-Cs below run before the cleanups).
+	t.Cleanup(func() { os.RemoveAll(fmt.Sprintf("/tmp/celerybridge-pg-%d", ports["PG_PORT"])) })
 	terms := map[string]*terminal{}
 	var opened []*terminal
 	var each []block

@@ -21,7 +21,17 @@
 // Environment (flags win): API_URL (default http://127.0.0.1:8000), RECEIVER_URL (default: the
 // scheme and host of CALLBACK_URL, else http://127.0.0.1:8001), REDIS_URL (default
 // redis://127.0.0.1:6379/0; CELERY_RESULT_BACKEND or RESULT_URL, when set, name the result
-// backend instead).
+// backend instead; CELERY_BROKER_URL or REDIS_URL the broker, whose callback outbox holds the
+// dead letters, else the result backend's URL).
+//
+// Redis Sentinel: the URLs may be kombu's sentinel://host:26379;sentinel://host2:26379/0, with
+// the master name given as to the other example services: BROKER_MASTER_NAME (-master-name) and
+// RESULT_BACKEND_MASTER_NAME (-result-master-name; default the broker's).
+//
+// A submission answered 503 (the API overloaded, or its Redis unreachable during a failover) is
+// sent again after the wait its Retry-After header asks for, at most -retry-503 times (default
+// 5; 0 turns retries off and submits through the leaner fasthttp client). The retries are
+// counted on their own line after the report: the submission figures count each task once.
 package main
 
 import (
@@ -31,12 +41,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"github.com/celerybridge/celerybridge/celerycompat"
 	"github.com/celerybridge/celerybridge/examples/internal/loadtest"
+	"github.com/celerybridge/celerybridge/examples/internal/rig"
 )
 
 func main() {
@@ -59,6 +73,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		submitOnly  = fs.Bool("submit-only", false, "only submit (API benchmark): no wait, no consistency check")
 		verbose     = fs.Bool("v", false, "print a line per submission, like the original")
 		noProgress  = fs.Bool("no-progress", false, "no progress bars")
+		retries     = fs.Int("retry-503", 5, "send a submission answered 503 again, after its Retry-After, at most this many times; 0: never")
+		masterName  = fs.String("master-name", getenv("BROKER_MASTER_NAME"), "Sentinel master name for a sentinel:// broker (BROKER_MASTER_NAME)")
+		resultName  = fs.String("result-master-name", getenv("RESULT_BACKEND_MASTER_NAME"), "Sentinel master name for a sentinel:// result backend; empty: -master-name (RESULT_BACKEND_MASTER_NAME)")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -79,9 +96,25 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		SubmittedFile: *out,
 		SkipWait:      *submitOnly,
 	}
-	if *n <= 0 {
-		fmt.Fprintln(stderr, "loadtest: -n must be positive")
+	if *n <= 0 || *retries < 0 {
+		fmt.Fprintln(stderr, "loadtest: -n must be positive and -retry-503 not negative")
 		return 2
+	}
+	pools, err := openPools(getenv, *redisURL, *masterName, *resultName)
+	if err != nil {
+		fmt.Fprintf(stderr, "loadtest: %v\n", err)
+		return 2
+	}
+	defer pools.close()
+	cfg.Pool, cfg.BrokerPool = pools.results, pools.broker
+	var rt *retryTransport
+	if *retries > 0 {
+		conns := *n
+		if *concurrency > 0 {
+			conns = min(*concurrency, *n)
+		}
+		rt = &retryTransport{next: loadtest.NewClient(conns).Transport, max: *retries}
+		cfg.Client = &http.Client{Transport: rt}
 	}
 	if !*noProgress {
 		cfg.Progress = stderr
@@ -116,6 +149,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	} else {
 		rep.Print(stdout)
 	}
+	if rt != nil {
+		fmt.Fprintf(stdout, "503 answers retried:  %d (%.1f s waited, as Retry-After asked); still 503 after %d retries: %d\n",
+			rt.retried.Load(), time.Duration(rt.waited.Load()).Seconds(), *retries, rt.gaveUp.Load())
+	}
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		if werr := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); werr != nil {
@@ -130,6 +167,49 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 1
 	}
 	return 0
+}
+
+// loadPools are the Redis pools of a run: the result backend and the broker (one pool when they
+// are the same).
+type loadPools struct {
+	results, broker celerycompat.Pool
+	close           func() error
+}
+
+// openPools opens the result backend at resultsURL and the broker (CELERY_BROKER_URL or
+// REDIS_URL, else resultsURL) the way the example services do (rig.OpenDeps), Sentinel master
+// names included; a sentinel:// URL without one is an error.
+func openPools(getenv func(string) string, resultsURL, masterName, resultMasterName string) (loadPools, error) {
+	env := func(name string) string {
+		switch name {
+		case "BROKER_MASTER_NAME":
+			return masterName
+		case "RESULT_BACKEND_MASTER_NAME":
+			return resultMasterName
+		case "CELERY_RESULT_BACKEND":
+			return resultsURL
+		case "RESULT_URL":
+			return ""
+		case "REDIS_URL":
+			if getenv("CELERY_BROKER_URL") == "" && getenv("REDIS_URL") == "" {
+				return resultsURL
+			}
+		}
+		return getenv(name)
+	}
+	rc, err := rig.ConfigFromEnv(env) // validates: a sentinel:// URL needs its master name
+	if err != nil {
+		return loadPools{}, err
+	}
+	d, closeFn, err := rig.OpenDeps(rc, nil)
+	if err != nil {
+		return loadPools{}, err
+	}
+	p := loadPools{results: d.Results, broker: d.Broker, close: closeFn}
+	if p.results == nil {
+		p.results = d.Broker
+	}
+	return p, nil
 }
 
 func concurrencyText(c int) string {
