@@ -18,10 +18,11 @@ import (
 // Remote control, events and the result backend do not go through a Transport yet: they are Redis
 // (Worker.Control, WorkerConfig.Events and Backend need a *Broker).
 type Transport interface {
-	// Publish sends msgs, each through its DeliveryInfo's exchange and routing key, and returns
-	// one error per message (nil for those sent); the slice is never shorter than msgs. A message
-	// whose error is nil is held by the broker (at least once: a retried publish may send it twice).
-	Publish(ctx context.Context, msgs []*Message) []error
+	// PublishBatch sends msgs, each through its DeliveryInfo's exchange and routing key, and
+	// returns one error per message (nil for those sent); the slice is never shorter than msgs. A
+	// message whose error is nil is held by the broker (at least once: a retried publish may send
+	// it twice).
+	PublishBatch(ctx context.Context, msgs []*Message) []error
 	// Consume starts taking messages for a worker. The Consumer is the worker's alone.
 	Consume(ctx context.Context, cfg ConsumerConfig) (Consumer, error)
 	// Codec is what the transport encodes bodies and arguments with.
