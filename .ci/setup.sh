@@ -5,7 +5,10 @@
 #   Debian (apt-get): redis-server, python3-celery (5.2.6, the old peer under /usr/bin/python3),
 #                     python3-redis, python3-msgpack (for the msgpack wire capture), python3-venv,
 #                     postgresql (for callback/pgstore's tests, which start their own server from
-#                     /usr/lib/postgresql/<version>/bin as the postgres user the package creates).
+#                     /usr/lib/postgresql/<version>/bin as the postgres user the package creates),
+#                     rabbitmq-server (3.10.x, for the AMQP transport's tests, which start a private
+#                     node on loopback ports via internal/celerytest; the package's own system
+#                     service is kept from starting, so nothing holds 5672/4369/25672).
 #   Go (proxy):       staticcheck $STATICCHECK (honnef.co/go/tools) into $TOOLS (default: <repo>/.tools/bin),
 #                     run by `make vet` beside go vet.
 #   PyPI (pip):       a venv at $VENV (default: <repo>/.venv) with examples/python/requirements.txt
@@ -40,12 +43,39 @@ command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
 /usr/bin/python3 -c 'import msgpack' 2>/dev/null || apt_missing+=(python3-msgpack)
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
 { [ -x "$(pg_bin)/initdb" ] && [ -x "$(pg_bin)/pg_ctl" ] && id postgres >/dev/null 2>&1; } || apt_missing+=(postgresql)
+rabbit_sbin=/usr/lib/rabbitmq/bin
+{ [ -x "$rabbit_sbin/rabbitmq-server" ] && [ -x "$rabbit_sbin/rabbitmqctl" ]; } || apt_missing+=(rabbitmq-server)
+
+# The rabbitmq-server package (and erlang's epmd) would start a system node on 5672/25672/4369 on
+# install. The tests start their own nodes, so keep invoke-rc.d from starting anything for the
+# duration of the install (policy-rc.d exit 101 = "action forbidden"), unless a policy is already
+# in place (Docker images ship one that does the same), and stop the service if it ran anyway.
+policy_rc=/usr/sbin/policy-rc.d
+policy_added=
+cleanup_policy() { if [ -n "$policy_added" ]; then as_root rm -f "$policy_rc"; policy_added=; fi; }
+trap cleanup_policy EXIT
 
 if [ ${#apt_missing[@]} -gt 0 ]; then
 	log "apt-get install ${apt_missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
+	if [ ! -e "$policy_rc" ]; then
+		printf '#!/bin/sh\n# added by celerybridge .ci/setup.sh during apt-get install\nexit 101\n' |
+			as_root tee "$policy_rc" >/dev/null
+		as_root chmod 755 "$policy_rc"
+		policy_added=1
+	fi
 	as_root apt-get update -qq
 	as_root apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+	cleanup_policy
+	if [[ " ${apt_missing[*]} " == *" rabbitmq-server "* ]]; then
+		# Where a service manager ignored the policy: stop and disable the system node and epmd.
+		if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+			as_root systemctl disable --now rabbitmq-server.service epmd.socket epmd.service >/dev/null 2>&1 || true
+		elif [ -x /etc/init.d/rabbitmq-server ] && (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+			log "stopping the system rabbitmq-server the package started"
+			as_root /etc/init.d/rabbitmq-server stop >/dev/null 2>&1 || true
+		fi
+	fi
 fi
 
 # --- Go tools, pinned ---------------------------------------------------------------------------
@@ -88,4 +118,4 @@ if ! venv_ok; then
 	echo "$req_hash" >"$VENV/.requirements.sha256"
 fi
 
-log "ok: $("$TOOLS/staticcheck" -version), redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), celery $(/usr/bin/python3 -c 'import celery; print(celery.__version__)') (/usr/bin/python3), celery $("$VENV/bin/python" -c 'import celery; print(celery.__version__)') ($VENV), $("$(pg_bin)/pg_ctl" --version)"
+log "ok: $("$TOOLS/staticcheck" -version), redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), celery $(/usr/bin/python3 -c 'import celery; print(celery.__version__)') (/usr/bin/python3), celery $("$VENV/bin/python" -c 'import celery; print(celery.__version__)') ($VENV), $("$(pg_bin)/pg_ctl" --version), rabbitmq-server $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo '?')"
