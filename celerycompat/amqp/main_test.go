@@ -125,3 +125,5 @@ func waitQueues(t *testing.T, v *celerytest.VHost, ok func(map[string]celerytest
 	t.Fatalf("queues never reached the expected state: %+v", qs)
 	return nil
 }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
