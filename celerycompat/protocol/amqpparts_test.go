@@ -104,7 +104,7 @@ func TestPartsErrors(t *testing.T) {
 	}
 	bad := []struct {
 		name, field string
-		p       Parts
+		p           Parts
 	}{
 		{"pickle", "content-type", Parts{ContentType: ContentTypePickle, Headers: map[string]any{"task": "t", "id": "1"}, Body: []byte("x")}},
 		{"bad json", "body", Parts{ContentType: ContentTypeJSON, Headers: map[string]any{"task": "t", "id": "1"}, Body: []byte("[1")}},
