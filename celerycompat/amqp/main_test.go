@@ -127,3 +127,5 @@ func waitQueues(t *testing.T, v *celerytest.VHost, ok func(map[string]celerytest
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
