@@ -142,9 +142,12 @@ func (c *consumer) open(ctx context.Context) (<-chan *amqp091.Error, error) {
 	if err := ch.Qos(p, 0, c.global); err != nil {
 		return fail(fmt.Errorf("%w: amqp basic.qos: %w", celerycompat.ErrBroker, err))
 	}
+	// The new generation and its channel are published together before the first basic.consume,
+	// so that accept records every delivery of this generation with this channel.
 	c.mu.Lock()
 	c.gen++
 	gen := c.gen
+	c.ch, c.applied = ch, p
 	c.mu.Unlock()
 	c.tags = map[string]string{}
 	for _, q := range c.queues {
@@ -152,9 +155,6 @@ func (c *consumer) open(ctx context.Context) (<-chan *amqp091.Error, error) {
 			return fail(err)
 		}
 	}
-	c.mu.Lock()
-	c.ch, c.applied = ch, p
-	c.mu.Unlock()
 	return closed, nil
 }
 
@@ -380,9 +380,16 @@ func (c *consumer) Requeue(_ context.Context, d *celerycompat.Delivery, _ bool) 
 func (c *consumer) DeadLetter(ctx context.Context, d *celerycompat.Delivery, reason string) error {
 	c.mu.Lock()
 	h, ok := c.held[d.Tag]
+	stale := ok && (h.gen != c.gen || h.ch.IsClosed())
+	if stale {
+		delete(c.held, d.Tag)
+	}
 	c.mu.Unlock()
-	if !ok {
+	switch {
+	case !ok:
 		return fmt.Errorf("%w: amqp: delivery %s is not held (settled already, or not from this consumer)", celerycompat.ErrBroker, d.Tag)
+	case stale: // the broker delivers it again: dead-letter that delivery, not this one
+		return fmt.Errorf("dead-letter %s: %w", d.Tag, ErrStaleDelivery)
 	}
 	pub := amqp091.Publishing{
 		Headers:         amqp091.Table{},

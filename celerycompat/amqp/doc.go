@@ -11,7 +11,8 @@
 //     queue's arguments as configured ("x-max-priority" from Config.QueueMaxPriority, Celery's
 //     task_queue_max_priority; "x-queue-type" and the rest kept as given in Config.Queues).
 //     Integers in arguments and headers are written as py-amqp writes them (signed 32 bits when
-//     they fit), because RabbitMQ refuses a re-declaration whose argument types differ.
+//     they fit), so the tables on the wire are the ones Python writes. (RabbitMQ 3.10 accepts a
+//     re-declaration of x-max-priority as int64 too: checked, not relied on.)
 //   - Publishing like Celery's send_task: to the default exchange "" with the queue name as
 //     routing key when the message's exchange is "" (what celerycompat's producer sends), else to
 //     the given exchange. Persistent (delivery_mode 2), correlation_id = task id, reply_to,
@@ -20,8 +21,9 @@
 //   - Consuming like a Celery worker: basic.consume on every queue of one channel, acks manual,
 //     basic.qos prefetch_count = ConsumerConfig.Prefetch plus the messages held for their ETA
 //     (Celery's qos.increment_eventually), global as Celery applies it on RabbitMQ ≥ 3.3
-//     (per consumer when a queue is a quorum queue, where RabbitMQ has no global QoS: then, as in
-//     Celery, the prefetch stays as it was when consuming started).
+//     (per consumer when a queue is a quorum queue: RabbitMQ refuses basic.consume on a quorum
+//     queue under global QoS with NOT_IMPLEMENTED; then, as in Celery, the prefetch stays as it
+//     was when consuming started and Hold does not change it).
 //   - Settling: Ack is basic.ack; Requeue is basic.reject with requeue (RabbitMQ puts the message
 //     back at its old place, near the head, whatever back says: AMQP has no "append to the tail");
 //     DeadLetter publishes the message unchanged (body, headers, properties) with reason headers
