@@ -119,6 +119,9 @@ func SharedRabbitMQ(t testing.TB) *RabbitMQ {
 		}
 		if err != nil {
 			shared.err = err
+			if r != nil {
+				_ = os.RemoveAll(r.dir)
+			}
 		} else {
 			shared.node = r
 		}
@@ -173,23 +176,34 @@ func newRabbitMQ() (*RabbitMQ, error) {
 	}
 	r := &RabbitMQ{bin: server, ctl: ctl, epmd: epmd, dir: dir,
 		Node: fmt.Sprintf("cbtest-%d-%d@localhost", os.Getpid(), rabbitSerial.Add(1))}
-	if err := os.MkdirAll(filepath.Join(dir, "home"), 0o700); err != nil {
+	if err := r.prepare(); err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, err
+	}
+	return r, nil
+}
+
+// prepare writes the cookie and plugin list and picks the ports.
+func (r *RabbitMQ) prepare() error {
+	dir := r.dir
+	if err := os.MkdirAll(filepath.Join(dir, "home"), 0o700); err != nil {
+		return err
 	}
 	// The cookie lets rabbitmqctl (same HOME) talk to the node; Erlang insists on mode 0400.
 	cookie := fmt.Sprintf("CELERYTEST%d%d", os.Getpid(), time.Now().UnixNano())
 	if err := os.WriteFile(filepath.Join(dir, "home", ".erlang.cookie"), []byte(cookie), 0o400); err != nil {
-		return nil, err
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "enabled_plugins"), []byte("[].\n"), 0o600); err != nil {
-		return nil, err
+		return err
 	}
+	var err error
 	for _, p := range []*int{&r.Port, &r.DistPort, &r.EPMDPort} {
 		if *p, err = freePortErr(); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return r, nil
+	return nil
 }
 
 func freePortErr() (int, error) {
@@ -516,3 +530,16 @@ func jsonInt(v any) int {
 	}
 	return 0
 }
+
+// CtlScript writes (once) an executable that runs `rabbitmqctl -n <node> -q "$@"` with the
+// node's cookie and epmd port, for scripts outside Go (testdata/python/capture_amqp.py), and
+// returns its path.
+func (r *RabbitMQ) CtlScript() (string, error) {
+	p := filepath.Join(r.dir, "rabbitmqctl")
+	script := fmt.Sprintf("#!/bin/sh\nexport HOME='%s' LC_ALL=C.UTF-8 ERL_EPMD_PORT=%d ERL_EPMD_ADDRESS=127.0.0.1\nexec '%s' -n '%s' -q \"$@\"\n",
+		filepath.Join(r.dir, "home"), r.EPMDPort, r.ctl, r.Node)
+	return p, os.WriteFile(p, []byte(script), 0o700)
+}
+
+// BaseURL is the node's amqp:// URL for guest without a vhost (append "/<vhost>").
+func (r *RabbitMQ) BaseURL() string { return "amqp://guest:guest@" + r.Addr() }
