@@ -41,6 +41,7 @@ func (t *Transport) Consume(ctx context.Context, cfg celerycompat.ConsumerConfig
 		kick:   make(chan struct{}, 1),
 		held:   map[string]held{},
 		done:   make(chan struct{}),
+		gone:   make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	c.opMu.Lock()
@@ -85,7 +86,8 @@ type consumer struct {
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
-	done   chan struct{}
+	done   chan struct{} // closed by Close
+	gone   chan struct{} // closed when supervise ends: Close, or the Transport closed
 	once   sync.Once
 	wg     sync.WaitGroup
 
@@ -190,6 +192,7 @@ func (c *consumer) forward(gen uint64, q string, deliveries <-chan amqp091.Deliv
 // prefetch changes, until Close.
 func (c *consumer) supervise(closed <-chan *amqp091.Error) {
 	defer c.wg.Done()
+	defer close(c.gone)
 	for {
 		select {
 		case <-c.done:
@@ -271,7 +274,9 @@ func (c *consumer) Hold(n int) {
 
 // Next returns between one and max deliveries (celerycompat.Consumer): it waits for one, then
 // takes what else has arrived, up to max. Deliveries that arrived on a channel lost since are
-// skipped: the broker has taken them back and delivers them again.
+// skipped: the broker has taken them back and delivers them again. A lost connection is not an
+// error of Next: it waits while the consumer reconnects. It returns ErrClosed once the consumer
+// or its Transport is closed.
 func (c *consumer) Next(ctx context.Context, max int) ([]*celerycompat.Delivery, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("%w: Next needs max >= 1", celerycompat.ErrInvalidConfig)
@@ -285,7 +290,7 @@ func (c *consumer) Next(ctx context.Context, max int) ([]*celerycompat.Delivery,
 			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-c.done:
+		case <-c.gone:
 			return nil, ErrClosed
 		}
 	}

@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -102,4 +103,25 @@ func TestSetQueues(t *testing.T) {
 func jsonText(v any) string {
 	b, _ := jsonMarshal(v)
 	return string(b)
+}
+
+// TestTransportCloseEndsNext: closing the Transport under a consumer makes a waiting Next return
+// ErrClosed instead of waiting for ever.
+func TestTransportCloseEndsNext(t *testing.T) {
+	tr, _ := newTransport(t, Config{})
+	c := consume(t, tr, celerycompat.ConsumerConfig{Queues: []string{"celery"}, Prefetch: 1})
+	errc := make(chan error, 1)
+	go func() { _, err := c.Next(testCtx(t), 1); errc <- err }()
+	time.Sleep(200 * time.Millisecond)
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Next after Transport.Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Next still waiting 10 s after Transport.Close")
+	}
 }
