@@ -40,15 +40,16 @@ type ProducerConfig struct {
 
 // Producer sends Celery tasks. It is safe for concurrent use.
 type Producer struct {
-	broker  *Broker
+	broker  Transport
 	cfg     ProducerConfig
 	replyTo string
 	now     func() time.Time
 }
 
-// NewProducer returns a producer publishing through broker.
-func NewProducer(broker *Broker, cfg ProducerConfig) (*Producer, error) {
-	if broker == nil {
+// NewProducer returns a producer publishing through broker: a *Broker (Redis) or another
+// Transport, such as package amqp's.
+func NewProducer(broker Transport, cfg ProducerConfig) (*Producer, error) {
+	if broker == nil || reflectNil(broker) {
 		return nil, fmt.Errorf("%w: nil broker", ErrInvalidConfig)
 	}
 	if cfg.DefaultQueue == "" {
@@ -385,7 +386,7 @@ func (p *Producer) Build(name string, args []any, kwargs map[string]any, opts ..
 			if reservedHeader(k) {
 				return nil, fmt.Errorf("%w: custom header %q collides with a Celery header", ErrInvalidConfig, k)
 			}
-			raw, err := p.broker.codec.MarshalValue(v)
+			raw, err := p.broker.Codec().MarshalValue(v)
 			if err != nil {
 				return nil, fmt.Errorf("custom header %q: %w", k, err)
 			}
@@ -405,3 +406,10 @@ var reservedHeaders = map[string]bool{
 }
 
 func reservedHeader(k string) bool { return reservedHeaders[k] }
+
+// reflectNil reports whether t is an interface holding a nil *Broker, the one nil a caller of
+// the old *Broker signatures could pass.
+func reflectNil(t Transport) bool {
+	b, ok := t.(*Broker)
+	return ok && b == nil
+}

@@ -59,9 +59,11 @@ type ConsumerConfig struct {
 // holds it for this worker and gives it to another only if this one is gone. A Consumer is safe
 // for concurrent use, except that only one Next runs at a time.
 type Consumer interface {
-	// Next returns between one and max deliveries. It blocks until a message arrives, ctx ends
-	// (returning ctx's error and no deliveries), or the broker fails. On an error, the deliveries
-	// it also returns are held and must be settled.
+	// Next returns up to max deliveries. It blocks until a message arrives, ctx ends (returning
+	// ctx's error), the broker fails, or a wait of the transport's own length (about a second or
+	// two) lapses with nothing to deliver (returning none and no error: the worker then re-checks
+	// its window and calls again). Whatever deliveries it returns are held and must be settled,
+	// even alongside an error.
 	Next(ctx context.Context, max int) ([]*Delivery, error)
 	// Ack settles d as done (kombu's basic_ack): the broker forgets it.
 	Ack(ctx context.Context, d *Delivery) error
@@ -77,7 +79,8 @@ type Consumer interface {
 	SetQueues(ctx context.Context, queues []string) error
 	// Hold changes by n the number of messages the worker holds outside its prefetch window (ETA
 	// and countdown tasks waiting for their time): Celery raises the prefetch count for each
-	// (qos.increment_eventually) and lowers it when the task runs or is settled.
+	// (qos.increment_eventually) and lowers it when the task runs or is settled. Hold must not
+	// block: a transport applies the change when it next can, as Celery's "eventually" does.
 	Hold(n int)
 	// Close stops consuming. Deliveries not yet settled stay the broker's, which delivers them
 	// again (on Redis after the visibility timeout, or at once when the worker requeued them).

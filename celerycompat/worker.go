@@ -2,7 +2,6 @@ package celerycompat
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -115,8 +114,10 @@ type registered struct {
 // Worker runs Celery tasks from Redis, side by side with Python Celery workers on the same queues.
 // Register handlers, then call Run. A Worker is safe for concurrent use.
 type Worker struct {
-	broker   *Broker
-	producer *Producer
+	transport Transport
+	broker    *Broker  // the transport when it is Redis; remote control and events need it
+	cons      Consumer // while Run runs
+	producer  *Producer
 	cfg      WorkerConfig
 	log      *slog.Logger
 	now      func() time.Time
@@ -128,17 +129,10 @@ type Worker struct {
 	mw       []Middleware
 	state    workerState
 	inflight map[string]*inflight // by delivery tag: prefetched, ETA-held and running
-	queues   []string             // rotation order
-	qgen     uint64               // generation of queues: bumped when a queue is removed
-	waiter   *idleWaiter          // the fetch loop's, while it runs
 	stop     chan struct{}        // closed to stop fetching
 	done     chan struct{}        // closed when Run has returned
 	hardStop context.CancelFunc   // cancels running handlers
 	hard     chan struct{}        // closed when Shutdown's context ends
-
-	// fetchMu is held by the fetch loop from reading queues until its fetch returns, so that
-	// cancel_consumer can wait out a fetch from the old list (see fenceFetch).
-	fetchMu sync.Mutex
 
 	ready  chan *inflight // prefetched messages waiting for a slot
 	slots  chan struct{}  // prefetch window
@@ -155,10 +149,19 @@ const (
 	stateClosed
 )
 
-// NewWorker returns a worker consuming through broker.
-func NewWorker(broker *Broker, cfg WorkerConfig) (*Worker, error) {
+// NewWorker returns a worker consuming through t: a *Broker (Redis) or another Transport, such
+// as package amqp's. Remote control (DisableControl false) and SendEvents need a *Broker; on
+// another transport they are off, and NewWorker refuses SendEvents.
+func NewWorker(t Transport, cfg WorkerConfig) (*Worker, error) {
+	if t == nil || reflectNil(t) {
+		return nil, fmt.Errorf("%w: nil transport", ErrInvalidConfig)
+	}
+	broker, _ := t.(*Broker)
+	if broker == nil && cfg.SendEvents {
+		return nil, fmt.Errorf("%w: SendEvents needs the Redis transport (*Broker)", ErrInvalidConfig)
+	}
 	if broker == nil {
-		return nil, fmt.Errorf("%w: nil broker", ErrInvalidConfig)
+		cfg.DisableControl = true
 	}
 	if cfg.Concurrency < 0 || cfg.PrefetchMultiplier < 0 || cfg.MaxConcurrency < 0 {
 		return nil, fmt.Errorf("%w: negative concurrency or prefetch multiplier", ErrInvalidConfig)
@@ -185,30 +188,17 @@ func NewWorker(broker *Broker, cfg WorkerConfig) (*Worker, error) {
 		host, _ := os.Hostname()
 		cfg.Hostname = "celerybridge." + strconv.Itoa(pid) + "@" + host
 	}
-	vt := broker.VisibilityTimeout()
-	if cfg.RefreshInterval <= 0 {
-		cfg.RefreshInterval = min(vt/4, 60*time.Second)
-	}
-	if cfg.RestoreInterval <= 0 {
-		cfg.RestoreInterval = 10 * time.Second
-	}
 	if cfg.HookRetryTimeout <= 0 {
 		cfg.HookRetryTimeout = DefaultHookRetryTimeout
 	}
-	if cfg.IdleWait <= 0 {
-		cfg.IdleWait = 2 * time.Second
-	}
-	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = 50 * time.Millisecond
-	}
-	producer, err := NewProducer(broker, ProducerConfig{Backend: cfg.Backend, Origin: cfg.Hostname, Now: cfg.Now})
+	producer, err := NewProducer(t, ProducerConfig{Backend: cfg.Backend, Origin: cfg.Hostname, Now: cfg.Now})
 	if err != nil {
 		return nil, err
 	}
 	w := &Worker{
-		broker: broker, producer: producer, cfg: cfg, log: cfg.Logger, now: cfg.Now,
+		transport: t, broker: broker, producer: producer, cfg: cfg, log: cfg.Logger, now: cfg.Now,
 		hooks: cfg.Hooks, pid: pid, tasks: map[string]*registered{},
-		inflight: map[string]*inflight{}, queues: append([]string(nil), cfg.Queues...),
+		inflight: map[string]*inflight{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if w.log == nil {
@@ -293,16 +283,28 @@ func (w *Worker) lookup(name string) (Handler, taskConfig, bool) {
 // reconnects. It returns nil after a clean drain, ctx's error if the drain timed out, and
 // ErrWorkerClosed if the worker already ran.
 func (w *Worker) Run(ctx context.Context) error {
-	if err := w.broker.checkDB(ctx); errors.Is(err, ErrInvalidConfig) {
-		return err // BrokerConfig.DB disagrees with the pool: inspect and revokes would miss us
-	}
 	w.mu.Lock()
 	if w.state != stateNew {
 		w.mu.Unlock()
 		return ErrWorkerClosed
 	}
 	w.state = stateRunning
+	w.mu.Unlock()
 	prefetch := w.cfg.Concurrency * w.cfg.PrefetchMultiplier
+	cons, err := w.transport.Consume(ctx, ConsumerConfig{
+		Queues: w.cfg.Queues, Prefetch: prefetch, Hostname: w.cfg.Hostname, Logger: w.log,
+		PollOnly: w.cfg.PollOnly, IdleWait: w.cfg.IdleWait, PollInterval: w.cfg.PollInterval,
+		RefreshInterval: w.cfg.RefreshInterval, RestoreInterval: w.cfg.RestoreInterval,
+	})
+	if err != nil {
+		w.mu.Lock()
+		w.state = stateClosed
+		w.mu.Unlock()
+		close(w.done)
+		return fmt.Errorf("consume %v: %w", w.cfg.Queues, err)
+	}
+	w.mu.Lock()
+	w.cons = cons
 	w.ready = make(chan *inflight, w.slotCapacity())
 	w.slots = make(chan struct{}, w.slotCapacity())
 	for range w.slotCapacity() - prefetch {
@@ -314,11 +316,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	runCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
 	w.hardStop = hardStop
 	defer hardStop()
-
-	var loops sync.WaitGroup
-	loops.Add(2)
-	go func() { defer loops.Done(); w.refreshLoop(runCtx) }()
-	go func() { defer loops.Done(); w.restoreLoop(runCtx) }()
 
 	var execs sync.WaitGroup
 	spawn := func() { execs.Add(1); go func() { defer execs.Done(); w.execLoop(runCtx) }() }
@@ -349,7 +346,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	drained := make(chan struct{})
 	go func() { execs.Wait(); close(drained) }()
-	var err error
+	err = nil
 	var timeout <-chan time.Time
 	if w.cfg.ShutdownTimeout > 0 {
 		t := time.NewTimer(w.cfg.ShutdownTimeout)
@@ -366,7 +363,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	hardStop()
 	<-drained
 	w.stopControl()
-	loops.Wait()
+	if err := cons.Close(context.WithoutCancel(ctx)); err != nil {
+		w.log.Warn("closing the consumer", "error", err)
+	}
 	_ = w.hooks.shutdown.fire(context.WithoutCancel(ctx), "", &WorkerShutdown{Hostname: w.cfg.Hostname}, w.logPanic)
 	w.mu.Lock()
 	w.state = stateClosed

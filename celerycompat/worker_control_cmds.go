@@ -85,7 +85,9 @@ func (w *Worker) controlCommand(ctx context.Context, req *controlRequest) (any, 
 		return w.addConsumer(ctx, a)
 	case "cancel_consumer":
 		q, _ := a["queue"].(string)
-		w.setQueue(q, false)
+		if err := w.setQueue(ctx, q, false); err != nil {
+			return nil, pyError("OperationalError(" + protocol.PyReprFull(err.Error()) + ")")
+		}
 		return ok("no longer consuming from " + q), nil
 	case "shutdown":
 		w.log.Warn("got shutdown from remote")
@@ -445,7 +447,9 @@ func (w *Worker) addConsumer(ctx context.Context, a map[string]any) (any, error)
 	if err := w.declareQueue(ctx, q); err != nil {
 		return nil, pyError("OperationalError(" + protocol.PyReprFull(err.Error()) + ")")
 	}
-	w.setQueue(q, true)
+	if err := w.setQueue(ctx, q, true); err != nil {
+		return nil, pyError("OperationalError(" + protocol.PyReprFull(err.Error()) + ")")
+	}
 	return ok("add consumer " + q), nil
 }
 
@@ -467,10 +471,12 @@ func (w *Worker) declareQueue(ctx context.Context, q string) error {
 	return nil
 }
 
-// setQueue adds or removes a consumed queue at runtime.
-func (w *Worker) setQueue(q string, add bool) {
+// setQueue adds or removes a consumed queue at runtime. Removing one returns once the consumer
+// takes nothing more from it: Celery consumes nothing more from a queue once cancel_consumer has
+// replied.
+func (w *Worker) setQueue(ctx context.Context, q string, add bool) error {
 	if q == "" {
-		return
+		return nil
 	}
 	c := w.ctl
 	c.mu.Lock()
@@ -479,21 +485,15 @@ func (w *Worker) setQueue(q string, add bool) {
 	} else if !add && i >= 0 {
 		c.queues = slices.Delete(c.queues, i, i+1)
 	}
+	queues := slices.Clone(c.queues)
 	c.mu.Unlock()
 	w.mu.Lock()
-	removed := false
-	if i := slices.Index(w.queues, q); add && i < 0 {
-		w.queues = append(w.queues, q)
-	} else if !add && i >= 0 {
-		w.queues = slices.Delete(w.queues, i, i+1)
-		w.qgen++
-		removed = true
-	}
+	cons := w.cons
 	w.mu.Unlock()
-	if removed {
-		// Celery consumes nothing more from q once cancel_consumer has replied.
-		w.fenceFetch()
+	if cons == nil {
+		return nil
 	}
+	return cons.SetQueues(ctx, queues)
 }
 
 // poolResize grows (n > 0) or shrinks (n < 0) the executors and the prefetch window with them.

@@ -237,7 +237,7 @@ func (w *Worker) onRetry(ctx context.Context, it *inflight, out *outcome) bool {
 	if next.ParentID == "" {
 		next.ParentID = m.ID
 	}
-	if !w.effect(ctx, it, "publish retry", func(ctx context.Context) error { return w.broker.Publish(ctx, &next) }) {
+	if !w.effect(ctx, it, "publish retry", func(ctx context.Context) error { return w.transport.PublishBatch(ctx, []*Message{&next})[0] }) {
 		return false
 	}
 	var te *TaskError
@@ -304,7 +304,7 @@ func (w *Worker) reject(ctx context.Context, it *inflight) {
 		reason = d.DecodeErr.Error()
 	}
 	if !d.Poisoned {
-		if _, err := w.broker.DeadLetterDelivery(ctx, d, reason); err != nil {
+		if err := w.cons.DeadLetter(ctx, d, reason); err != nil {
 			w.log.Error("could not dead-letter an undecodable message; it stays un-acked", "queue", d.Queue, "error", err)
 			return
 		}
@@ -324,7 +324,7 @@ func (w *Worker) unknown(ctx context.Context, it *inflight) {
 	d, m := it.d, it.msg
 	defer w.finish(it)
 	if w.cfg.UnknownTasks == UnknownRequeue {
-		if _, err := w.broker.Requeue(ctx, d.Tag, true); err != nil {
+		if err := w.cons.Requeue(ctx, d, true); err != nil {
 			w.log.Error("could not requeue an unknown task", "task", m.Task, "task_id", m.ID, "error", err)
 		}
 		return
@@ -336,7 +336,7 @@ func (w *Worker) unknown(ctx context.Context, it *inflight) {
 			w.log.Error("could not store NotRegistered", "task_id", m.ID, "error", serr)
 		}
 	}
-	if _, derr := w.broker.DeadLetterDelivery(ctx, d, "unknown task "+m.Task); derr != nil {
+	if derr := w.cons.DeadLetter(ctx, d, "unknown task "+m.Task); derr != nil {
 		w.log.Error("could not dead-letter an unknown task; it stays un-acked", "task", m.Task, "task_id", m.ID, "error", derr)
 		return
 	}
@@ -368,7 +368,7 @@ func (w *Worker) revokeWith(ctx context.Context, it *inflight, reason string, si
 	w.stats.revoked.Add(1)
 	w.logRevoked(it, reason)
 	if !fireEffect(ctx, w, it, "task_revoked", &w.hooks.revoked, &TaskRevoked{TaskInfo: taskInfo(it.req), Expired: reason == RevokedReasonExpired, Terminated: reason == RevokedReasonTerminated, Signum: signum}) {
-		_, _ = w.broker.Requeue(context.WithoutCancel(ctx), it.d.Tag, true)
+		_ = w.cons.Requeue(context.WithoutCancel(ctx), it.d, true)
 		return
 	}
 	w.eventRevoked(it, reason == RevokedReasonTerminated, signum, reason == RevokedReasonExpired)

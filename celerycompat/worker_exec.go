@@ -147,7 +147,7 @@ func (w *Worker) execute(ctx context.Context, it *inflight) {
 		}
 	} else if !w.cfg.AcksEarly {
 		// An effect did not happen: put the message back so the task runs again later.
-		if _, err := w.broker.Requeue(context.WithoutCancel(ctx), it.d.Tag, true); err != nil {
+		if err := w.cons.Requeue(context.WithoutCancel(ctx), it.d, true); err != nil {
 			w.log.Error("could not requeue after a failed effect; the restore sweep will", "task_id", m.ID, "error", err)
 		}
 	}
@@ -261,7 +261,7 @@ func (w *Worker) handBack(ctx context.Context, it *inflight) {
 			"task_id", m.ID, "task", m.Task)
 		return
 	}
-	if _, err := w.broker.Requeue(context.WithoutCancel(ctx), it.d.Tag, true); err != nil {
+	if err := w.cons.Requeue(context.WithoutCancel(ctx), it.d, true); err != nil {
 		w.log.Error("could not hand an interrupted task back; the restore sweep will", "task_id", m.ID, "task", m.Task, "error", err)
 		return
 	}
@@ -297,7 +297,7 @@ func (w *Worker) toTaskError(taskCtx context.Context, err error) (*TaskError, st
 // ackOrLeave acknowledges, retrying through a Redis outage until the worker is hard-stopped
 // (then the message stays un-acked and is restored: the task runs again, nothing is lost).
 func (w *Worker) ackOrLeave(ctx context.Context, it *inflight) {
-	w.effect(ctx, it, "ack", func(ctx context.Context) error { return w.broker.Ack(ctx, it.d.Tag) })
+	w.effect(ctx, it, "ack", func(ctx context.Context) error { return w.cons.Ack(ctx, it.d) })
 }
 
 // effect runs a broker or backend step, retrying with backoff through Redis outages until it

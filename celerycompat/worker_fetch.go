@@ -2,7 +2,6 @@ package celerycompat
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -27,6 +26,7 @@ type inflight struct {
 	cfg     taskConfig
 	state   inflightState
 	slot    bool // holds a prefetch slot
+	held    bool // counted by Consumer.Hold (waiting for its ETA)
 	started time.Time
 	timer   *time.Timer
 	cancel  context.CancelCauseFunc
@@ -98,23 +98,19 @@ func (w *Worker) releaseSlot(it *inflight) {
 // maxFetchBatch bounds how many messages one fetch call takes.
 const maxFetchBatch = 32
 
-// fetchLoop takes messages while the prefetch window has room, as many per Redis call as there
-// are free slots (up to maxFetchBatch).
+// fetchLoop takes messages while the prefetch window has room, as many per call as there are
+// free slots (up to maxFetchBatch). ctx ends when the worker stops fetching; whatever Next still
+// returns then is accepted (it is held) and, being reserved, put back by requeueWaiting.
 func (w *Worker) fetchLoop(ctx context.Context) {
-	idle := time.Millisecond
-	waiter := newIdleWaiter(ctx, w.broker, w.cfg.IdleWait)
-	defer waiter.stop()
-	w.mu.Lock()
-	w.waiter = waiter
-	w.mu.Unlock()
-	defer func() {
-		w.mu.Lock()
-		w.waiter = nil
-		w.mu.Unlock()
+	fetchCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-w.stop:
+			cancel()
+		case <-fetchCtx.Done():
+		}
 	}()
-	// emptyWake: the last wait's own fetch found nothing (another worker took the message that
-	// woke us), which is as good as a fetch of our own: wait again without one.
-	emptyWake := false
 	for {
 		select {
 		case w.slots <- struct{}{}:
@@ -131,117 +127,22 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 				break more
 			}
 		}
-		w.fetchMu.Lock()
-		w.mu.Lock()
-		queues, gen := append([]string(nil), w.queues...), w.qgen
-		w.mu.Unlock()
-		var ds []*Delivery
-		var err error
-		if !emptyWake {
-			ds, err = w.broker.Fetch(ctx, queues, n)
-		}
-		w.fetchMu.Unlock()
-		emptyWake = false
-		if err == nil && len(ds) == 0 && !w.cfg.PollOnly {
-			// Every queue is empty: wait for a message, holding the slots, so that the waiter
-			// that wakes first can fetch for them at once.
-			var res wakeResult
-			if res, idle = w.idleWait(waiter, queues, gen, n, idle); res.fetched {
-				ds, err = res.ds, res.err
-				emptyWake = err == nil && len(ds) == 0
-			} else if res.err != nil {
-				for range n {
-					<-w.slots
-				}
-				select {
-				case <-w.stop:
-					return
-				default:
-				}
-				if !w.sleep(w.outage.fail("wait", res.err)) {
-					return
-				}
-				continue
-			}
-		}
+		ds, err := w.cons.Next(fetchCtx, n)
 		for range n - len(ds) {
 			<-w.slots
 		}
-		if err != nil {
-			for _, d := range ds { // what a failed reply still carried is held: run it
-				w.rotate(d.Queue)
-				w.accept(ctx, d)
-			}
+		for _, d := range ds { // what a failed reply still carried is held too: run it
+			w.accept(ctx, d)
+		}
+		switch {
+		case fetchCtx.Err() != nil:
+			return
+		case err != nil:
 			if !w.sleep(w.outage.fail("fetch", err)) {
 				return
 			}
-			continue
-		}
-		w.outage.ok()
-		if len(ds) == 0 {
-			select {
-			case <-w.stop:
-				return
-			default:
-			}
-			if w.cfg.PollOnly || waiter.pollOnly() {
-				if !w.sleep(idle) {
-					return
-				}
-				idle = min(idle*2, w.cfg.PollInterval)
-			}
-			continue
-		}
-		idle = time.Millisecond
-		for _, d := range ds {
-			w.rotate(d.Queue)
-			w.accept(ctx, d)
-		}
-	}
-}
-
-// idleWait waits, while every queue is empty, until one of them has a message, the wait's
-// timeout passes or the worker stops. A result with fetched set carries the deliveries the
-// waking waiter took for the caller's n slots; one with an error other than errWaitUnsupported
-// is a broker failure. Where the server cannot wait (Redis < 6.2) it returns at once and the
-// caller polls.
-func (w *Worker) idleWait(waiter *idleWaiter, queues []string, gen uint64, n int, idle time.Duration) (wakeResult, time.Duration) {
-	res := waiter.wait(queues, gen, n, w.stop)
-	if errors.Is(res.err, errWaitUnsupported) {
-		return wakeResult{}, idle
-	}
-	return res, time.Millisecond
-}
-
-// fenceFetch returns once no fetch from a queue list older than the current one is under way or
-// can start: the fetch loop's own fetch has returned (it holds fetchMu from reading the list), and
-// the idle waiter has closed or seen through a round of the old list (idleWaiter.interrupt).
-// cancel_consumer calls it before replying, as Celery no longer consumes from the queue once it
-// has replied.
-func (w *Worker) fenceFetch() {
-	w.fetchMu.Lock()
-	//lint:ignore SA2001 the empty critical section is the point: it waits out the loop's fetch
-	w.fetchMu.Unlock()
-	w.mu.Lock()
-	iw, gen := w.waiter, w.qgen
-	w.mu.Unlock()
-	if iw != nil {
-		iw.interrupt(gen)
-	}
-}
-
-// rotate moves queue to the end of the consumption order (kombu's round_robin_cycle).
-func (w *Worker) rotate(queue string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.queues) < 2 {
-		return
-	}
-	for i, q := range w.queues {
-		if q == queue {
-			copy(w.queues[i:], w.queues[i+1:])
-			w.queues[len(w.queues)-1] = q
-			return
+		default:
+			w.outage.ok()
 		}
 	}
 }
@@ -294,6 +195,8 @@ func (w *Worker) schedule(it *inflight) {
 	w.mu.Lock()
 	it.state = stScheduled
 	w.releaseSlot(it)
+	it.held = true
+	w.cons.Hold(1)
 	delay := it.msg.ETA.Sub(w.now())
 	it.timer = time.AfterFunc(delay, func() {
 		select {
@@ -308,6 +211,7 @@ func (w *Worker) schedule(it *inflight) {
 			return
 		}
 		it.slot, it.state = true, stReserved
+		w.unhold(it)
 		w.mu.Unlock()
 		w.push(it)
 	})
@@ -345,7 +249,7 @@ func (w *Worker) requeueWaiting(ctx context.Context) {
 	w.mu.Unlock()
 	for _, it := range back {
 		w.finish(it)
-		if _, err := w.broker.Requeue(ctx, it.d.Tag, false); err != nil {
+		if err := w.cons.Requeue(ctx, it.d, false); err != nil {
 			w.log.Error("could not put a message back; the restore sweep will", "task_id", it.msg.ID, "error", err)
 		}
 	}
@@ -363,58 +267,13 @@ func (w *Worker) finish(it *inflight) {
 	}
 	it.state = stReleased
 	w.releaseSlot(it)
+	w.unhold(it)
 }
 
-// heldTags lists the delivery tags this worker holds.
-func (w *Worker) heldTags() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	tags := make([]string, 0, len(w.inflight))
-	for t := range w.inflight {
-		tags = append(tags, t)
-	}
-	return tags
-}
-
-// refreshLoop keeps the un-acked scores of held messages fresh, so that no sweep restores work
-// this worker is still doing or holding for an ETA.
-func (w *Worker) refreshLoop(ctx context.Context) {
-	t := time.NewTicker(w.cfg.RefreshInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.done:
-			return
-		case <-t.C:
-		}
-		if err := w.broker.Refresh(ctx, w.heldTags()); err != nil && !errors.Is(err, context.Canceled) {
-			w.outage.fail("refresh", err)
-		}
-	}
-}
-
-// restoreLoop runs the visibility-timeout sweep at start and every RestoreInterval.
-func (w *Worker) restoreLoop(ctx context.Context) {
-	t := time.NewTicker(w.cfg.RestoreInterval)
-	defer t.Stop()
-	for {
-		// Refresh our own entries first, so the sweep never restores what we hold.
-		if err := w.broker.Refresh(ctx, w.heldTags()); err == nil {
-			n, _, err := w.broker.RestoreVisible(ctx)
-			if err != nil && !errors.Is(err, context.Canceled) {
-				w.log.Warn("restore sweep failed", "error", err)
-			} else if n > 0 {
-				w.log.Info("restored messages past the visibility timeout", "count", n)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.stop:
-			return
-		case <-t.C:
-		}
+// unhold gives back the Consumer.Hold an ETA message took. The caller holds w.mu.
+func (w *Worker) unhold(it *inflight) {
+	if it.held {
+		it.held = false
+		w.cons.Hold(-1)
 	}
 }

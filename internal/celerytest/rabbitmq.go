@@ -138,7 +138,7 @@ func StopSharedRabbitMQ() {
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
 	if shared.node != nil {
-		_ = shared.node.stop()
+		_ = shared.node.Stop()
 		_ = os.RemoveAll(shared.node.dir)
 		shared.node = nil
 	}
@@ -153,7 +153,7 @@ func StartRabbitMQ(t testing.TB) *RabbitMQ {
 		Missing(t, "rabbitmq-server: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := r.stop(); err != nil {
+		if err := r.Stop(); err != nil {
 			t.Logf("testenv: stop rabbitmq node %s: %v", r.Node, err)
 		}
 		_ = os.RemoveAll(r.dir)
@@ -331,14 +331,13 @@ log.file.level = info
 }
 
 // Stop stops the node gracefully (as `rabbitmqctl stop` would: durable queues and persistent
-// messages survive a later Start) and waits for it.
+// messages survive a later Start) and waits for it. Use it on a node from StartRabbitMQ only: the
+// shared node belongs to every test of the binary.
 func (r *RabbitMQ) Stop() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.stopLocked()
 }
-
-func (r *RabbitMQ) stop() error { return r.Stop() }
 
 func (r *RabbitMQ) stopLocked() error {
 	if r.cmd == nil {
@@ -366,7 +365,8 @@ func (r *RabbitMQ) Start(t testing.TB) {
 	}
 }
 
-// Kill SIGKILLs the node's process group (a broker crash); Start brings it back.
+// Kill SIGKILLs the node's process group (a broker crash); Start brings it back. Like Stop, only
+// for a node from StartRabbitMQ.
 func (r *RabbitMQ) Kill() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -503,6 +503,14 @@ func (v *VHost) List(t testing.TB, command string, items ...string) []map[string
 		rows = kept
 	}
 	return rows
+}
+
+// CloseConnections closes every client connection to the vhost (connection.close with reason,
+// as a broker restart or an operator would), so a test can check reconnection and redelivery
+// without stopping the shared node.
+func (v *VHost) CloseConnections(t testing.TB, reason string) {
+	t.Helper()
+	v.Node.Ctl(t, "close_all_connections", "-p", v.Name, reason)
 }
 
 // Queue is one queue's message counts as list_queues reports them.

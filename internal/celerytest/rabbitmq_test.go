@@ -142,6 +142,30 @@ func TestRabbitMQPythonRoundTrip(t *testing.T) {
 	if !pidbox {
 		t.Errorf("no <hostname>.celery.pidbox queue: %v", q)
 	}
+	// CloseConnections drops the worker's connections; Celery reconnects (new connections, new
+	// client ports in their names) and consumes again.
+	before := map[any]bool{}
+	for _, c := range v.List(t, "list_connections", "name") {
+		before[c["name"]] = true
+	}
+	if len(before) == 0 {
+		t.Fatal("list_connections shows no connection of the running worker")
+	}
+	v.CloseConnections(t, "test: connection lost")
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		var fresh bool
+		for _, c := range v.List(t, "list_connections", "name") {
+			fresh = fresh || !before[c["name"]]
+		}
+		if fresh && v.Queues(t)["celery"].Consumers == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker did not reconnect within 45s: %v\n%s", v.Queues(t), w.Log())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	if err := w.Terminate(30 * time.Second); err != nil {
 		t.Error(err)
 	}

@@ -267,11 +267,16 @@ def capture_worker(args, ctl, out):
         with app.connection_for_write() as kc:
             bound = app.control.mailbox(kc)
             ch.queue_bind("spy.reply", "reply.celery.pidbox", bound.oid)
-            bound_replies = bound._broadcast("ping", {}, reply=True, timeout=2)
+            client_reply_queue = []
+
+            def on_reply(_reply):  # the reply queue is auto-delete: list it while it is consumed
+                client_reply_queue.extend(q for q in ctl.topology(vhost)["queues"]
+                                          if q["name"] == "%s.reply.celery.pidbox" % bound.oid)
+            bound_replies = bound._broadcast("ping", {}, reply=True, timeout=3, callback=on_reply)
         write(os.path.join(out, "worker", "pidbox_ping.json"),
               {"client_oid": bound.oid, "python_view": replies, "python_view_bound": bound_replies,
                "request": inspect_request, "request_bound": drain(ch, "spy.pidbox", want=1),
-               "reply": drain(ch, "spy.reply", want=1),
+               "reply": drain(ch, "spy.reply", want=1), "client_reply_queue": client_reply_queue,
                "at_worker_startup": {"broadcasts": startup_pidbox, "replies_to_client_oid": startup_reply},
                "queues_after": ctl.topology(vhost)["queues"]})
 
