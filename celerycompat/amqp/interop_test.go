@@ -118,3 +118,46 @@ func TestGoProducerPythonWorker(t *testing.T) {
 		})
 	}
 }
+
+// TestProducerPythonWorker: celerycompat.NewProducer on this transport (countdown, priority,
+// protocol 1 and 2) feeds a real Python worker on RabbitMQ; the results land in Redis.
+func TestProducerPythonWorker(t *testing.T) {
+	for _, peer := range celerytest.Peers {
+		for _, proto := range []int{2, 1} {
+			t.Run(fmt.Sprintf("%s/protocol%d", peer, proto), func(t *testing.T) {
+				tr, v := newTransport(t, Config{})
+				rd := celerytest.StartRedis(t)
+				w := celerytest.StartPyWorker(t, peer, v.URL(), rd.URL(1), nil)
+				p, err := celerycompat.NewProducer(tr, celerycompat.ProducerConfig{Protocol: proto})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx := testCtx(t)
+				r1, err := p.Send(ctx, "cap.add", []any{20, 22}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r2, err := p.Send(ctx, "cap.add", []any{1, 2}, nil, celerycompat.WithCountdown(time.Second), celerycompat.WithPriority(3))
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := celerytest.RunPython(t, peer, []string{"BROKER_URL=" + v.URL(), "BACKEND_URL=" + rd.URL(1)},
+					60*time.Second, "get_result.py", "--timeout", "30", r1.ID, r2.ID)
+				var res struct {
+					Results []struct {
+						State  string `json:"state"`
+						Result any    `json:"result"`
+					} `json:"results"`
+				}
+				if err := json.Unmarshal(out, &res); err != nil || len(res.Results) != 2 {
+					t.Fatalf("get_result.py: %v\n%s", err, out)
+				}
+				for i, want := range []float64{42, 3} {
+					if r := res.Results[i]; r.State != "SUCCESS" || r.Result != want {
+						t.Errorf("task %d: %+v, want SUCCESS %v\nworker log:\n%s", i, r, want, w.Log())
+					}
+				}
+			})
+		}
+	}
+}
