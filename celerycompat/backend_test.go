@@ -132,15 +132,15 @@ func TestBackendStoredJSON(t *testing.T) {
 			return b.MarkRevoked(ctx, id, RevokedReasonExpired)
 		}, `{"status": "REVOKED", "result": {"exc_type": "TaskRevokedError", "exc_message": ["expired"], "exc_module": "celery.exceptions"}, "traceback": null, "children": [], "date_done": "2026-11-26T01:01:48.086420", "task_id": "` + id + `"}`, baseKeys},
 		{"success after retry has parent", BackendConfig{}, func(ctx context.Context, b *Backend) (bool, error) {
-			return b.MarkSuccess(ctx, id, 70, WithParentID("aaaaaaaa-0000-0000-0000-000000000004"))
+			return b.MarkSuccess(ctx, id, 70, ResultParentID("aaaaaaaa-0000-0000-0000-000000000004"))
 		}, `{"status": "SUCCESS", "result": 70, "traceback": null, "children": [], "date_done": "2026-11-26T01:01:48.086420", "parent_id": "aaaaaaaa-0000-0000-0000-000000000004", "task_id": "` + id + `"}`,
 			[]string{"status", "result", "traceback", "children", "date_done", "parent_id", "task_id"}},
 		{"group member with callback child", BackendConfig{}, func(ctx context.Context, b *Backend) (bool, error) {
-			return b.MarkSuccess(ctx, id, 3, WithGroupID("gggg"), WithChildren(ResultTuple("af73f9b6")))
+			return b.MarkSuccess(ctx, id, 3, ResultGroupID("gggg"), ResultChildren(ResultTuple("af73f9b6")))
 		}, `{"status": "SUCCESS", "result": 3, "traceback": null, "children": [[["af73f9b6", null], null]], "date_done": "2026-11-26T01:01:48.086420", "group_id": "gggg", "task_id": "` + id + `"}`,
 			[]string{"status", "result", "traceback", "children", "date_done", "group_id", "task_id"}},
 		{"extended", BackendConfig{ResultExtended: true}, func(ctx context.Context, b *Backend) (bool, error) {
-			return b.MarkSuccess(ctx, id, 7, WithRequest(msg, "w4@vm"))
+			return b.MarkSuccess(ctx, id, 7, ResultRequest(msg, "w4@vm"))
 		}, `{"status": "SUCCESS", "result": 7, "traceback": null, "children": [], "date_done": "2026-11-26T01:01:48.086420", "group_id": "gggg", "parent_id": "pppp", "name": "cap.add", "args": [2, 5], "kwargs": {}, "worker": "w4@vm", "retries": 0, "queue": "celery", "task_id": "` + id + `"}`, extendedKeys},
 	}
 	r := celerytest.StartRedis(t)

@@ -221,29 +221,29 @@ type broadcastOptions struct {
 	noReply          bool
 }
 
-// WithReplyTimeout sets how long replies are collected (Celery's timeout=).
-func WithReplyTimeout(d time.Duration) BroadcastOption {
+// BroadcastTimeout sets how long replies are collected (Celery's timeout=).
+func BroadcastTimeout(d time.Duration) BroadcastOption {
 	return func(o *broadcastOptions) { o.timeout = d }
 }
 
-// WithDestination addresses only the named nodes (Celery's destination=). Collection then stops
-// as soon as each has replied, unless WithReplyLimit says otherwise.
-func WithDestination(nodes ...string) BroadcastOption {
+// BroadcastTo addresses only the named nodes (Celery's destination=). Collection then stops
+// as soon as each has replied, unless BroadcastLimit says otherwise.
+func BroadcastTo(nodes ...string) BroadcastOption {
 	return func(o *broadcastOptions) { o.destination = append([]string(nil), nodes...) }
 }
 
-// WithReplyLimit stops collecting after n replies (Celery's limit=).
-func WithReplyLimit(n int) BroadcastOption { return func(o *broadcastOptions) { o.limit = n } }
+// BroadcastLimit stops collecting after n replies (Celery's limit=).
+func BroadcastLimit(n int) BroadcastOption { return func(o *broadcastOptions) { o.limit = n } }
 
-// WithPattern addresses the nodes whose name matches pattern: matcher "glob" (the default) or
+// BroadcastPattern addresses the nodes whose name matches pattern: matcher "glob" (the default) or
 // "pcre" (a regular expression matched at the start of the name).
-func WithPattern(pattern, matcher string) BroadcastOption {
+func BroadcastPattern(pattern, matcher string) BroadcastOption {
 	return func(o *broadcastOptions) { o.pattern, o.matcher = pattern, matcher }
 }
 
-// WithoutReply sends the command without asking for replies (Celery's reply=False); Broadcast
+// BroadcastNoReply sends the command without asking for replies (Celery's reply=False); Broadcast
 // then returns nil replies at once.
-func WithoutReply() BroadcastOption { return func(o *broadcastOptions) { o.noReply = true } }
+func BroadcastNoReply() BroadcastOption { return func(o *broadcastOptions) { o.noReply = true } }
 
 // Replies maps each node that answered to its reply, as raw JSON. A command a node does not
 // know, or that failed there, gives {"error": "..."}.
@@ -291,7 +291,7 @@ func (c *Control) Inspect(ctx context.Context, method string, opts ...BroadcastO
 // Revoke revokes task ids on every worker (app.control.revoke): queued, prefetched and
 // ETA-held copies are discarded as REVOKED, and with terminate the running ones are stopped
 // (SIGTERM for Python workers, context cancellation for Go ones). It waits for replies as any
-// Broadcast; pass WithoutReply for fire-and-forget, as Celery's revoke() does by default.
+// Broadcast; pass BroadcastNoReply for fire-and-forget, as Celery's revoke() does by default.
 func (c *Control) Revoke(ctx context.Context, ids []string, terminate bool, opts ...BroadcastOption) (Replies, error) {
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("%w: revoke without task ids", ErrInvalidConfig)

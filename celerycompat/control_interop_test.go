@@ -59,7 +59,7 @@ func cliInterop(t *testing.T, peer celerytest.Peer) {
 
 	// Revoked before the Python worker starts: its mingle (hello) must learn it from the Go worker.
 	preRevoked := "pre-revoked-" + string(peer)
-	if _, err := ctl.Revoke(context.Background(), []string{preRevoked}, false, cc.WithDestination(goNode)); err != nil {
+	if _, err := ctl.Revoke(context.Background(), []string{preRevoked}, false, cc.BroadcastTo(goNode)); err != nil {
 		t.Fatal(err)
 	}
 	py := celerytest.StartPyWorker(t, peer, s.r.URL(0), s.r.URL(1), nil, "--hostname", pyNode, "--queues", "pyq")
@@ -75,7 +75,7 @@ func cliInterop(t *testing.T, peer celerytest.Peer) {
 		return len(list(call(t, ctl, goNode, "scheduled", nil))) == 1
 	})
 	eventually(t, 15*time.Second, "the Python worker holding its ETA task", func() bool {
-		r, err := ctl.Inspect(context.Background(), "scheduled", cc.WithDestination(pyNode), cc.WithReplyTimeout(2*time.Second))
+		r, err := ctl.Inspect(context.Background(), "scheduled", cc.BroadcastTo(pyNode), cc.BroadcastTimeout(2*time.Second))
 		return err == nil && strings.Contains(string(r[pyNode]), pyETA.ID)
 	})
 
@@ -225,17 +225,17 @@ func cliInterop(t *testing.T, peer celerytest.Peer) {
 	})
 
 	t.Run("go client", func(t *testing.T) {
-		replies, err := ctl.Ping(context.Background(), cc.WithReplyTimeout(3*time.Second), cc.WithReplyLimit(2))
+		replies, err := ctl.Ping(context.Background(), cc.BroadcastTimeout(3*time.Second), cc.BroadcastLimit(2))
 		if err != nil || !cmp.Equal(replies.Nodes(), []string{goNode, pyNode}) {
 			t.Fatalf("Ping: %v %v", replies, err)
 		}
 		// Both workers answer an unknown command the same way.
-		replies, err = ctl.Broadcast(context.Background(), "no_such_command", nil, cc.WithReplyTimeout(3*time.Second), cc.WithReplyLimit(2))
+		replies, err = ctl.Broadcast(context.Background(), "no_such_command", nil, cc.BroadcastTimeout(3*time.Second), cc.BroadcastLimit(2))
 		if err != nil || len(replies) != 2 || string(replies[goNode]) != string(replies[pyNode]) {
 			t.Fatalf("unknown command: go %s, python %s (%v)", replies[goNode], replies[pyNode], err)
 		}
 		// Inspect through the Go client sees the Python worker's registry too.
-		replies, err = ctl.Inspect(context.Background(), "registered", cc.WithDestination(pyNode), cc.WithReplyTimeout(3*time.Second))
+		replies, err = ctl.Inspect(context.Background(), "registered", cc.BroadcastTo(pyNode), cc.BroadcastTimeout(3*time.Second))
 		if v, _ := replies.Value(pyNode); err != nil || !slices.Contains(list(v), any("cap.add")) {
 			t.Fatalf("registered on python via Go: %v %v", v, err)
 		}
@@ -244,10 +244,10 @@ func cliInterop(t *testing.T, peer celerytest.Peer) {
 	t.Run("go client revokes a Python-held task", func(t *testing.T) {
 		victim := s.send("cap.add", []any{1, 2}, nil, cc.WithQueue("pyq"), cc.WithCountdown(3*time.Second))
 		eventually(t, 15*time.Second, "the Python worker holding the ETA task", func() bool {
-			r, err := ctl.Inspect(context.Background(), "scheduled", cc.WithDestination(pyNode), cc.WithReplyTimeout(2*time.Second))
+			r, err := ctl.Inspect(context.Background(), "scheduled", cc.BroadcastTo(pyNode), cc.BroadcastTimeout(2*time.Second))
 			return err == nil && strings.Contains(string(r[pyNode]), victim.ID)
 		})
-		replies, err := ctl.Revoke(context.Background(), []string{victim.ID}, false, cc.WithReplyTimeout(3*time.Second), cc.WithReplyLimit(2))
+		replies, err := ctl.Revoke(context.Background(), []string{victim.ID}, false, cc.BroadcastTimeout(3*time.Second), cc.BroadcastLimit(2))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -259,7 +259,7 @@ func cliInterop(t *testing.T, peer celerytest.Peer) {
 		wantRevoked(t, victim, "revoked")
 		// Past the ETA the Python worker discards it: the stored state stays REVOKED.
 		eventually(t, 20*time.Second, "the Python worker releasing the ETA task", func() bool {
-			r, err := ctl.Inspect(context.Background(), "scheduled", cc.WithDestination(pyNode), cc.WithReplyTimeout(2*time.Second))
+			r, err := ctl.Inspect(context.Background(), "scheduled", cc.BroadcastTo(pyNode), cc.BroadcastTimeout(2*time.Second))
 			return err == nil && len(r) == 1 && !strings.Contains(string(r[pyNode]), victim.ID)
 		})
 		wantRevoked(t, victim, "revoked")

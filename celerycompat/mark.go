@@ -9,22 +9,22 @@ import (
 // MarkOption adds request details to what a Mark* call stores. Later options win.
 type MarkOption func(*ResultMeta)
 
-// WithGroupID stores group_id (the task is a group or chord member).
-func WithGroupID(groupID string) MarkOption { return func(m *ResultMeta) { m.GroupID = groupID } }
+// ResultGroupID stores group_id (the task is a group or chord member).
+func ResultGroupID(groupID string) MarkOption { return func(m *ResultMeta) { m.GroupID = groupID } }
 
-// WithParentID stores parent_id (the task was published by another task).
-func WithParentID(parentID string) MarkOption { return func(m *ResultMeta) { m.ParentID = parentID } }
+// ResultParentID stores parent_id (the task was published by another task).
+func ResultParentID(parentID string) MarkOption { return func(m *ResultMeta) { m.ParentID = parentID } }
 
-// WithChildren stores children: result tuples such as ResultTuple(id), for the tasks this one
+// ResultChildren stores children: result tuples such as ResultTuple(id), for the tasks this one
 // published (callbacks, the next chain link, a retry).
-func WithChildren(children ...any) MarkOption {
+func ResultChildren(children ...any) MarkOption {
 	return func(m *ResultMeta) { m.Children = children }
 }
 
-// WithRequest copies from the message being executed what Celery copies from its request:
+// ResultRequest copies from the message being executed what Celery copies from its request:
 // group_id, parent_id and, when the backend has ResultExtended, the task name, args, kwargs,
 // retries and queue (the routing key), plus worker = hostname.
-func WithRequest(msg *Message, hostname string) MarkOption {
+func ResultRequest(msg *Message, hostname string) MarkOption {
 	return func(m *ResultMeta) {
 		if msg == nil {
 			return
@@ -72,7 +72,7 @@ func (b *Backend) MarkFailure(ctx context.Context, id string, err error, traceba
 }
 
 // MarkRetry stores RETRY with err as an exception dict (null when err is nil) and, unless
-// WithChildren says otherwise, children = the re-sent message itself, as Celery does.
+// ResultChildren says otherwise, children = the re-sent message itself, as Celery does.
 func (b *Backend) MarkRetry(ctx context.Context, id string, err error, traceback string, opts ...MarkOption) (bool, error) {
 	m := ResultMeta{TaskID: id, Status: StateRetry, Traceback: traceback, Children: []any{ResultTuple(id)}}
 	if err != nil {

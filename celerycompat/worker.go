@@ -118,11 +118,11 @@ type Worker struct {
 	broker    *Broker  // the transport when it is Redis; remote control and events need it
 	cons      Consumer // while Run runs
 	producer  *Producer
-	cfg      WorkerConfig
-	log      *slog.Logger
-	now      func() time.Time
-	hooks    *Hooks
-	pid      int
+	cfg       WorkerConfig
+	log       *slog.Logger
+	now       func() time.Time
+	hooks     *Hooks
+	pid       int
 
 	mu       sync.Mutex
 	tasks    map[string]*registered
@@ -199,7 +199,7 @@ func NewWorker(t Transport, cfg WorkerConfig) (*Worker, error) {
 		transport: t, broker: broker, producer: producer, cfg: cfg, log: cfg.Logger, now: cfg.Now,
 		hooks: cfg.Hooks, pid: pid, tasks: map[string]*registered{},
 		inflight: map[string]*inflight{},
-		stop: make(chan struct{}), done: make(chan struct{}),
+		stop:     make(chan struct{}), done: make(chan struct{}),
 	}
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)

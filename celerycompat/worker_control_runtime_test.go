@@ -182,7 +182,7 @@ func TestControlTimeLimitQueuesPoolAndShutdown(t *testing.T) {
 	})
 
 	t.Run("shutdown", func(t *testing.T) {
-		if _, err := ctl.Broadcast(context.Background(), "shutdown", nil, cc.WithoutReply(), cc.WithDestination(node)); err != nil {
+		if _, err := ctl.Broadcast(context.Background(), "shutdown", nil, cc.BroadcastNoReply(), cc.BroadcastTo(node)); err != nil {
 			t.Fatal(err)
 		}
 		done := make(chan error, 1)

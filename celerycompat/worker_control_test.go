@@ -82,7 +82,7 @@ func (s *wstack) control() *cc.Control {
 func listening(t *testing.T, c *cc.Control, node string) {
 	t.Helper()
 	eventually(t, 10*time.Second, node+" answering ping", func() bool {
-		r, err := c.Ping(context.Background(), cc.WithDestination(node), cc.WithReplyTimeout(200*time.Millisecond))
+		r, err := c.Ping(context.Background(), cc.BroadcastTo(node), cc.BroadcastTimeout(200*time.Millisecond))
 		return err == nil && len(r) == 1
 	})
 }
@@ -90,7 +90,7 @@ func listening(t *testing.T, c *cc.Control, node string) {
 // call sends command to node alone and returns its reply decoded with encoding/json.
 func call(t *testing.T, c *cc.Control, node, command string, args map[string]any) any {
 	t.Helper()
-	replies, err := c.Broadcast(context.Background(), command, args, cc.WithDestination(node), cc.WithReplyTimeout(10*time.Second))
+	replies, err := c.Broadcast(context.Background(), command, args, cc.BroadcastTo(node), cc.BroadcastTimeout(10*time.Second))
 	if err != nil {
 		t.Fatalf("%s: %v", command, err)
 	}
@@ -129,7 +129,7 @@ func TestControlPingAddressingAndCleanup(t *testing.T) {
 		return slices.Contains(got, member("a@ctl")) && slices.Contains(got, member("b@ctl"))
 	})
 	eventually(t, 10*time.Second, "both workers answering ping", func() bool {
-		r, err := ctl.Ping(context.Background(), cc.WithReplyLimit(2), cc.WithReplyTimeout(time.Second))
+		r, err := ctl.Ping(context.Background(), cc.BroadcastLimit(2), cc.BroadcastTimeout(time.Second))
 		return err == nil && len(r) == 2
 	})
 
@@ -139,15 +139,15 @@ func TestControlPingAddressingAndCleanup(t *testing.T) {
 		want []string
 	}{
 		{"everyone", nil, nodes},
-		{"destination", []cc.BroadcastOption{cc.WithDestination("b@ctl")}, []string{"b@ctl"}},
-		{"glob", []cc.BroadcastOption{cc.WithPattern("a@*", "glob")}, []string{"a@ctl"}},
-		{"pcre", []cc.BroadcastOption{cc.WithPattern(`b`, "pcre")}, []string{"b@ctl"}},
-		{"nobody", []cc.BroadcastOption{cc.WithDestination("zz@ctl"), cc.WithReplyTimeout(300 * time.Millisecond)}, nil},
-		{"limit", []cc.BroadcastOption{cc.WithReplyLimit(1)}, nil}, // one of the two
+		{"destination", []cc.BroadcastOption{cc.BroadcastTo("b@ctl")}, []string{"b@ctl"}},
+		{"glob", []cc.BroadcastOption{cc.BroadcastPattern("a@*", "glob")}, []string{"a@ctl"}},
+		{"pcre", []cc.BroadcastOption{cc.BroadcastPattern(`b`, "pcre")}, []string{"b@ctl"}},
+		{"nobody", []cc.BroadcastOption{cc.BroadcastTo("zz@ctl"), cc.BroadcastTimeout(300 * time.Millisecond)}, nil},
+		{"limit", []cc.BroadcastOption{cc.BroadcastLimit(1)}, nil}, // one of the two
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			opts := append([]cc.BroadcastOption{cc.WithReplyTimeout(2 * time.Second)}, tt.opts...)
+			opts := append([]cc.BroadcastOption{cc.BroadcastTimeout(2 * time.Second)}, tt.opts...)
 			start := time.Now()
 			replies, err := ctl.Ping(context.Background(), opts...)
 			if err != nil {
@@ -455,7 +455,7 @@ func TestControlRevokeTerminate(t *testing.T) {
 
 			victim := s.send("ctl.block", []any{"v"}, nil)
 			b.waitStart(t, victim.ID)
-			replies, err := ctl.Revoke(context.Background(), []string{victim.ID}, true, cc.WithDestination(node))
+			replies, err := ctl.Revoke(context.Background(), []string{victim.ID}, true, cc.BroadcastTo(node))
 			if err != nil {
 				t.Fatal(err)
 			}

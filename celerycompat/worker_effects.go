@@ -158,9 +158,9 @@ func (w *Worker) onSuccess(ctx context.Context, it *inflight, out *outcome) bool
 // markOptions are the request details stored with a state: group and parent ids, the extended
 // fields (written only with BackendConfig.ResultExtended), and children.
 func (w *Worker) markOptions(it *inflight, children []any) []MarkOption {
-	opts := []MarkOption{WithRequest(it.msg, w.cfg.Hostname)}
+	opts := []MarkOption{ResultRequest(it.msg, w.cfg.Hostname)}
 	if len(children) > 0 {
-		opts = append(opts, WithChildren(children...))
+		opts = append(opts, ResultChildren(children...))
 	}
 	return opts
 }
@@ -246,7 +246,7 @@ func (w *Worker) onRetry(ctx context.Context, it *inflight, out *outcome) bool {
 		te, tb = w.toTaskError(ctx, r.Err)
 	}
 	if b := w.cfg.Backend; b != nil {
-		opts := append(w.markOptions(it, nil), WithChildren(resultTuple(m.ID)))
+		opts := append(w.markOptions(it, nil), ResultChildren(resultTuple(m.ID)))
 		if !w.effect(ctx, it, "store RETRY", func(ctx context.Context) error {
 			_, err := b.MarkRetry(ctx, m.ID, te, tb, opts...)
 			return err

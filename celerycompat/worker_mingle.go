@@ -38,7 +38,7 @@ func (w *Worker) mingle(ctx context.Context) {
 	ctl.clock.adjust(w.ctl.clock.value())
 	revoked := stringsAny(w.ctl.revoked.list())
 	replies, err := ctl.Broadcast(ctx, "hello", map[string]any{"from_node": w.cfg.Hostname, "revoked": revoked},
-		WithReplyTimeout(mingleTimeout), WithDestination(others...))
+		BroadcastTimeout(mingleTimeout), BroadcastTo(others...))
 	if err != nil && len(replies) == 0 {
 		w.log.Warn("mingle: hello failed", "error", err)
 		return

@@ -36,7 +36,7 @@ func TestMingleLearnsRevokedFromGoWorker(t *testing.T) {
 	runWorker(t, old)
 	ctl := s.control()
 	listening(t, ctl, "go-old@mingle")
-	if _, err := ctl.Revoke(context.Background(), []string{"revoked-before-start"}, false, cc.WithDestination("go-old@mingle")); err != nil {
+	if _, err := ctl.Revoke(context.Background(), []string{"revoked-before-start"}, false, cc.BroadcastTo("go-old@mingle")); err != nil {
 		t.Fatal(err)
 	}
 	mingleRevokes(t, s, "revoked-before-start")
@@ -54,7 +54,7 @@ func TestMingleLearnsRevokedFromPythonWorker(t *testing.T) {
 			ctl := s.control()
 			listening(t, ctl, pyNode)
 			id := "py-revoked-" + string(peer)
-			if _, err := ctl.Revoke(context.Background(), []string{id}, false, cc.WithDestination(pyNode)); err != nil {
+			if _, err := ctl.Revoke(context.Background(), []string{id}, false, cc.BroadcastTo(pyNode)); err != nil {
 				t.Fatal(err)
 			}
 			mingleRevokes(t, s, id)
