@@ -140,6 +140,9 @@ func (c *consumer) open(ctx context.Context) (<-chan *amqp091.Error, error) {
 			c.global = false
 		}
 	}
+	if !c.global {
+		c.log.Info("amqp: quorum queue consumed: global QoS is off and the prefetch count is static (Hold does not raise it)", "queues", c.queues)
+	}
 	p := c.prefetch()
 	if err := ch.Qos(p, 0, c.global); err != nil {
 		return fail(fmt.Errorf("%w: amqp basic.qos: %w", celerycompat.ErrBroker, err))
