@@ -88,13 +88,13 @@ type eventDispatcher struct {
 func newEventDispatcher(w *Worker, clock *lamportClock) *eventDispatcher {
 	d := &eventDispatcher{
 		broker: w.broker, hostname: w.cfg.Hostname, pid: w.pid, clock: clock, now: w.now, log: w.log,
-		markers:  w.broker.Codec().PeerVersion.AtLeast(Celery53),
-		swVer:    w.broker.Codec().PeerVersion.String(),
+		markers:  w.transport.Codec().PeerVersion.AtLeast(Celery53),
+		swVer:    w.transport.Codec().PeerVersion.String(),
 		workerOn: !w.cfg.WithoutHeartbeat,
 		queue:    make(chan *event, eventQueueSize),
 		stop:     make(chan struct{}), done: make(chan struct{}),
 	}
-	if w.broker.Codec().PeerVersion.IsZero() {
+	if w.transport.Codec().PeerVersion.IsZero() {
 		d.swVer = Celery52.String()
 	}
 	d.taskOn.Store(w.cfg.SendEvents)

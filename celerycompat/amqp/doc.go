@@ -1,0 +1,42 @@
+// Package amqp is celerycompat's RabbitMQ transport: Celery task messages over AMQP 0-9-1 exactly
+// as kombu's py-amqp transport (Celery's default broker, amqp:// URLs) writes and reads them, so
+// Go producers and workers share queues with Python Celery on RabbitMQ.
+//
+// *Transport implements celerycompat.Transport: celerycompat.NewProducer and NewWorker take it
+// where they take a *celerycompat.Broker on Redis.
+//
+// What goes on the wire (see celerycompat/protocol.Parts for the message mapping):
+//   - Topology as Celery declares it: for queue Q a durable direct exchange Q (the default queue
+//     "celery" gets exchange "celery"), a durable queue Q bound to it with routing key Q, and the
+//     queue's arguments as configured ("x-max-priority" from Config.QueueMaxPriority, Celery's
+//     task_queue_max_priority; "x-queue-type" and the rest kept as given in Config.Queues).
+//     Integers in arguments and headers are written as py-amqp writes them (signed 32 bits when
+//     they fit), so the tables on the wire are the ones Python writes. (RabbitMQ 3.10 accepts a
+//     re-declaration of x-max-priority as int64 too: checked, not relied on.)
+//   - Publishing like Celery's send_task: to the default exchange "" with the queue name as
+//     routing key when the message's exchange is "" (what celerycompat's producer sends), else to
+//     the given exchange. Persistent (delivery_mode 2), correlation_id = task id, reply_to,
+//     priority, protocol 2 headers; publisher confirms on a dedicated channel, so PublishBatch
+//     returns nil for a message only once the broker has confirmed it.
+//   - Consuming like a Celery worker: basic.consume on every queue of one channel, acks manual,
+//     basic.qos prefetch_count = ConsumerConfig.Prefetch plus the messages held for their ETA
+//     (Celery's qos.increment_eventually), global as Celery applies it on RabbitMQ ≥ 3.3
+//     (per consumer when a queue is a quorum queue: RabbitMQ refuses basic.consume on a quorum
+//     queue under global QoS with NOT_IMPLEMENTED; then, as in Celery, the prefetch stays as it
+//     was when consuming started and Hold does not change it).
+//   - Settling: Ack is basic.ack; Requeue is basic.reject with requeue (RabbitMQ puts the message
+//     back at its old place, near the head, whatever back says: AMQP has no "append to the tail");
+//     DeadLetter publishes the message unchanged (body, headers, properties) with reason headers
+//     to the durable queue Config.DeadLetterQueue ("celerybridge.deadletter", the name of the
+//     Redis transport's dead-letter list), waits for the confirm, then acks. A crash in between
+//     leaves a duplicate, never a loss.
+//   - A lost connection is re-established with exponential backoff. Messages delivered on the old
+//     channel are the broker's again (it redelivers them with redelivered=true); settling one of
+//     them returns an error wrapping ErrStaleDelivery.
+//
+// The AMQP client is github.com/rabbitmq/amqp091-go, maintained by the RabbitMQ team and the
+// client other Celery-on-Go projects use; its experimental automatic recovery is not used (the
+// transport reconnects itself so that delivery tags stay unique across channels).
+//
+// Imports: celerycompat, celerycompat/protocol, amqp091-go and the standard library only.
+package amqp
