@@ -150,8 +150,8 @@ const (
 )
 
 // NewWorker returns a worker consuming through t: a *Broker (Redis) or another Transport, such
-// as package amqp's. Remote control (DisableControl false) and SendEvents need a *Broker; on
-// another transport they are off, and NewWorker refuses SendEvents.
+// as package amqp's. Remote control, mingle, worker heartbeats and SendEvents need a *Broker; on
+// another transport the first three are off, and NewWorker refuses SendEvents.
 func NewWorker(t Transport, cfg WorkerConfig) (*Worker, error) {
 	if t == nil || reflectNil(t) {
 		return nil, fmt.Errorf("%w: nil transport", ErrInvalidConfig)
@@ -160,8 +160,8 @@ func NewWorker(t Transport, cfg WorkerConfig) (*Worker, error) {
 	if broker == nil && cfg.SendEvents {
 		return nil, fmt.Errorf("%w: SendEvents needs the Redis transport (*Broker)", ErrInvalidConfig)
 	}
-	if broker == nil {
-		cfg.DisableControl = true
+	if broker == nil { // remote control and worker events are Redis-only so far
+		cfg.DisableControl, cfg.WithoutHeartbeat = true, true
 	}
 	if cfg.Concurrency < 0 || cfg.PrefetchMultiplier < 0 || cfg.MaxConcurrency < 0 {
 		return nil, fmt.Errorf("%w: negative concurrency or prefetch multiplier", ErrInvalidConfig)

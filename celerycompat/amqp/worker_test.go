@@ -30,9 +30,6 @@ func TestGoWorkerPythonProducer(t *testing.T) {
 			}
 			w, err := celerycompat.NewWorker(tr, celerycompat.WorkerConfig{
 				Hostname: "go@amqp", Concurrency: 2, Backend: backend,
-				// Heartbeat events are Redis-only for now (main 259ef19 starts them on any transport
-				// and dereferences the nil *Broker): off here.
-				WithoutHeartbeat: true,
 			})
 			if err != nil {
 				t.Fatal(err)
