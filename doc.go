@@ -13,9 +13,19 @@
 //	celerycompat             the one import a user needs: App (the entry point, from the broker
 //	                         and result URLs), Broker (kombu's Redis transport), Backend (the
 //	                         Redis result backend), Producer, Worker, Hooks, Handler, AsyncResult,
-//	                         Control (remote control) and events for Flower. Imports
-//	                         celerycompat/protocol, redigo, google/uuid and the standard library;
-//	                         nothing of callback or examples.
+//	                         Control (remote control) and events for Flower, and Transport, the
+//	                         seam between Worker/Producer and a broker. Imports
+//	                         celerycompat/protocol, celerycompat/internal/rdb, redigo, google/uuid
+//	                         and the standard library; nothing of callback or examples.
+//	celerycompat/internal/rdb
+//	                         the Redis layer: every key, Lua script (with its KEYS and ARGV),
+//	                         pipeline and subscription of the broker, backend and chords. Imports
+//	                         only redigo and the standard library. celerycompat reaches Redis
+//	                         through it (remote control and events are moving there).
+//	celerycompat/amqp        the RabbitMQ transport (kombu's py-amqp wire): a
+//	                         celerycompat.Transport on rabbitmq/amqp091-go. Imports celerycompat,
+//	                         celerycompat/protocol and amqp091-go; celerycompat never imports it,
+//	                         so Redis-only programs do not compile an AMQP client.
 //	celerycompat/protocol    Celery's wire format with no I/O: task messages (protocol 1 and 2),
 //	                         the JSON and msgpack codecs, kombu's JSON markers, Python time and
 //	                         repr, the result meta and exception formats, states. Imports only the

@@ -42,6 +42,20 @@ func layoutViolations(pkgs []listedPackage) []string {
 					bad = append(bad, rel+" depends on "+d+": only the standard library and msgpack are allowed")
 				}
 			}
+		case "celerycompat/internal/rdb":
+			// The Redis layer: redigo and the standard library only.
+			for _, d := range p.Deps {
+				first, _, _ := strings.Cut(d, "/")
+				if strings.HasPrefix(d, module+"/") || (strings.Contains(first, ".") && !strings.HasPrefix(d, "github.com/gomodule/redigo")) {
+					bad = append(bad, rel+" depends on "+d+": the Redis layer imports only redigo")
+				}
+			}
+		case "celerycompat":
+			for _, d := range p.Deps {
+				if strings.Contains(d, "amqp091") || strings.HasPrefix(d, module+"/celerycompat/amqp") {
+					bad = append(bad, rel+" depends on "+d+": the AMQP client stays in celerycompat/amqp")
+				}
+			}
 		case "callback":
 			var drivers []string
 			for _, d := range p.Deps {
@@ -100,7 +114,7 @@ func TestLayout(t *testing.T) {
 	for _, p := range pkgs {
 		seen[p.ImportPath] = true
 	}
-	for _, want := range []string{"celerycompat", "celerycompat/protocol", "callback", "internal/celerytest"} {
+	for _, want := range []string{"celerycompat", "celerycompat/protocol", "celerycompat/internal/rdb", "callback", "internal/celerytest"} {
 		if !seen[module+"/"+want] {
 			t.Fatalf("go list did not list %s/%s: the rules would check nothing", module, want)
 		}
@@ -123,6 +137,12 @@ func TestLayoutRules(t *testing.T) {
 			Deps: []string{module + "/celerycompat"}}, true},
 		{"protocol on another library", listedPackage{ImportPath: module + "/celerycompat/protocol",
 			Deps: []string{"github.com/google/uuid"}}, true},
+		{"rdb on celerycompat", listedPackage{ImportPath: module + "/celerycompat/internal/rdb",
+			Deps: []string{module + "/celerycompat/protocol"}}, true},
+		{"rdb on redigo", listedPackage{ImportPath: module + "/celerycompat/internal/rdb",
+			Deps: []string{"context", "github.com/gomodule/redigo/redis"}}, false},
+		{"celerycompat on amqp091", listedPackage{ImportPath: module + "/celerycompat",
+			Deps: []string{"github.com/rabbitmq/amqp091-go"}}, true},
 		{"protocol on msgpack", listedPackage{ImportPath: module + "/celerycompat/protocol",
 			Deps: []string{"encoding/json", "github.com/vmihailenco/msgpack/v5", "github.com/vmihailenco/tagparser/v2"}}, false},
 		{"callback on sqlite", listedPackage{ImportPath: module + "/callback",

@@ -2,11 +2,11 @@ package celerycompat
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
+
+	"github.com/celerybridge/celerybridge/celerycompat/internal/rdb"
 
 	"github.com/gomodule/redigo/redis"
 
@@ -110,29 +110,6 @@ func (b *Backend) conn(ctx context.Context) (redis.Conn, error) {
 	return c, nil
 }
 
-// storeScript is Celery's _store_result (GET, keep an existing SUCCESS, else SETEX+PUBLISH) done
-// atomically, so two writers cannot both pass the SUCCESS check.
-//
-// KEYS[1] result key, also the pub/sub channel
-// ARGV[1] result JSON; ARGV[2] TTL seconds, "0" for a plain SET
-// returns 1 when stored and published, 0 when an existing SUCCESS was kept.
-var storeScript = redis.NewScript(1, `
-local cur = redis.call('GET', KEYS[1])
-if cur and string.find(cur, '"SUCCESS"', 1, true) then
-  local ok, meta = pcall(cjson.decode, cur)
-  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
-    return 0
-  end
-end
-if ARGV[2] ~= '0' then
-  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
-`)
-
 // StoreResult stores meta the way Celery's _store_result does: unless the key already holds
 // SUCCESS (which is never overwritten; stored is then false), it writes the JSON with SETEX
 // result_expires and PUBLISHes the same JSON on the key's channel, so Python's waiting
@@ -153,14 +130,14 @@ func (b *Backend) StoreResult(ctx context.Context, meta ResultMeta) (stored bool
 		return false, err
 	}
 	defer c.Close()
-	n, err := redis.Int(storeScript.DoContext(ctx, c, b.keys.TaskMeta(meta.TaskID), data, strconv.Itoa(b.ttl)))
+	stored, err = rdb.StoreResult(ctx, c, b.keys.TaskMeta(meta.TaskID), data, b.ttl)
 	if err != nil {
 		return false, fmt.Errorf("%w: store result of task %s: %w", errBackendRedis, meta.TaskID, err)
 	}
-	if n == 0 {
+	if !stored {
 		b.log.DebugContext(ctx, "kept existing SUCCESS result", "task_id", meta.TaskID, "status", string(meta.Status))
 	}
-	return n == 1, nil
+	return stored, nil
 }
 
 // format is how this backend writes and reads stored results.
@@ -189,12 +166,12 @@ func (b *Backend) GetMeta(ctx context.Context, id string) (*ResultMeta, error) {
 		return nil, err
 	}
 	defer c.Close()
-	raw, err := redis.Bytes(redis.DoContext(c, ctx, "GET", b.keys.TaskMeta(id)))
-	if errors.Is(err, redis.ErrNil) {
-		return &ResultMeta{TaskID: id, Status: StatePending}, nil
-	}
+	raw, err := rdb.Get(ctx, c, b.keys.TaskMeta(id))
 	if err != nil {
 		return nil, fmt.Errorf("%w: get result of task %s: %w", errBackendRedis, id, err)
+	}
+	if raw == nil {
+		return &ResultMeta{TaskID: id, Status: StatePending}, nil
 	}
 	return b.decodeMeta(id, raw)
 }
@@ -206,7 +183,7 @@ func (b *Backend) Forget(ctx context.Context, id string) error {
 		return err
 	}
 	defer c.Close()
-	if _, err := redis.DoContext(c, ctx, "DEL", b.keys.TaskMeta(id)); err != nil {
+	if err := rdb.Del(ctx, c, b.keys.TaskMeta(id)); err != nil {
 		return fmt.Errorf("%w: forget task %s: %w", errBackendRedis, id, err)
 	}
 	return nil

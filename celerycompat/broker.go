@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/celerybridge/celerybridge/celerycompat/internal/rdb"
+
 	"github.com/gomodule/redigo/redis"
 )
 
@@ -118,10 +120,7 @@ func (b *Broker) DeclareQueue(ctx context.Context, queue string) error {
 		return err
 	}
 	defer c.Close()
-	member := BindingMember(queue, "", queue)
-	_ = c.Send("SADD", b.keys.Binding(queue), member)
-	// Do flushes both commands and reads both replies, returning the last.
-	if _, err := c.Do("SADD", b.keys.PermanentBinding(queue), member); err != nil {
+	if err := rdb.DeclareQueue(ctx, c, b.keys, queue); err != nil {
 		return fmt.Errorf("%w: declare queue %s: %w", ErrBroker, queue, err)
 	}
 	b.declared.Store(queue, struct{}{})
@@ -138,13 +137,13 @@ func (b *Broker) route(c redis.Conn, m *Message) ([]string, error) {
 	if ex == "" {
 		return []string{b.keys.Queue(rk, step)}, nil
 	}
-	members, err := redis.Strings(c.Do("SMEMBERS", b.keys.Binding(ex)))
+	members, err := rdb.Bindings(c, b.keys, ex)
 	if err != nil {
 		return nil, fmt.Errorf("%w: read bindings of exchange %s: %w", ErrBroker, ex, err)
 	}
 	var lists []string
 	for _, mem := range members {
-		parts := strings.SplitN(mem, sep, 3)
+		parts := strings.SplitN(mem, rdb.Sep, 3)
 		if len(parts) == 3 && parts[0] == rk {
 			lists = append(lists, b.keys.Queue(parts[2], step))
 		}
@@ -228,46 +227,38 @@ func (b *Broker) publishOnce(ctx context.Context, msgs []*Message, encoded [][]b
 		}
 		return retry
 	}
-	replies := make([]int, len(todo))
+	pushes := make([]rdb.Push, 0, len(todo))
+	sent := make([]int, 0, len(todo)) // index into todo of each push
 	var newQueues []string
 	for k, i := range todo {
 		m := msgs[i]
 		lists, err := b.route(c, m)
 		if err != nil {
 			errs[i] = fmt.Errorf("publish task %s: %w", m.ID, err)
-			var rerr redis.Error
-			if errors.Is(err, ErrBroker) && !errors.As(err, &rerr) {
+			if errors.Is(err, ErrBroker) && !rdb.IsReply(err) {
 				return broken(k, err)
 			}
 			continue
 		}
+		p := rdb.Push{Raw: encoded[i], Lists: lists}
 		if q := queueOf(m); q != "" {
 			if _, ok := b.declared.Load(q); !ok {
-				member := BindingMember(q, "", q)
-				_ = c.Send("SADD", b.keys.Binding(q), member)
-				_ = c.Send("SADD", b.keys.PermanentBinding(q), member)
+				p.Declare = q
 				newQueues = append(newQueues, q)
-				replies[k] += 2
 			}
 		}
-		for _, l := range lists {
-			_ = c.Send("LPUSH", l, encoded[i])
-			replies[k]++
+		pushes = append(pushes, p)
+		sent = append(sent, k)
+	}
+	perr, brokenAt, berr := rdb.PushAll(c, b.keys, pushes)
+	for j, k := range sent[:brokenAt] {
+		if perr[j] != nil {
+			i := todo[k]
+			errs[i] = fmt.Errorf("%w: publish task %s: %w", ErrBroker, msgs[i].ID, perr[j])
 		}
 	}
-	if err := c.Flush(); err != nil {
-		return broken(0, err)
-	}
-	for k, i := range todo {
-		for r := 0; r < replies[k]; r++ {
-			if _, err := c.Receive(); err != nil && errs[i] == nil {
-				var rerr redis.Error
-				if !errors.As(err, &rerr) { // connection broken: no answer for this one or the rest
-					return broken(k, err)
-				}
-				errs[i] = fmt.Errorf("%w: publish task %s: %w", ErrBroker, msgs[i].ID, err)
-			}
-		}
+	if brokenAt < len(pushes) {
+		return broken(sent[brokenAt], berr)
 	}
 	if b.cfg.WaitReplicas > 0 {
 		b.waitReplicas(ctx, c, msgs, todo, errs)
@@ -285,21 +276,17 @@ func (b *Broker) QueueLengths(ctx context.Context, queue string) (map[int]int, e
 		return nil, err
 	}
 	defer c.Close()
-	for _, s := range prioritySteps {
-		if err := c.Send("LLEN", b.keys.Queue(queue, s)); err != nil {
-			return nil, fmt.Errorf("%w: llen %s: %w", ErrBroker, queue, err)
-		}
+	lists := make([]string, 0, len(rdb.PrioritySteps))
+	for _, s := range rdb.PrioritySteps {
+		lists = append(lists, b.keys.Queue(queue, s))
 	}
-	if err := c.Flush(); err != nil {
+	ns, err := rdb.QueueLengths(c, lists)
+	if err != nil {
 		return nil, fmt.Errorf("%w: llen %s: %w", ErrBroker, queue, err)
 	}
-	out := make(map[int]int, len(prioritySteps))
-	for _, s := range prioritySteps {
-		n, err := redis.Int(c.Receive())
-		if err != nil {
-			return nil, fmt.Errorf("%w: llen %s: %w", ErrBroker, queue, err)
-		}
-		out[s] = n
+	out := make(map[int]int, len(rdb.PrioritySteps))
+	for i, s := range rdb.PrioritySteps {
+		out[s] = ns[i]
 	}
 	return out, nil
 }

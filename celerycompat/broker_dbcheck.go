@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/celerybridge/celerybridge/celerycompat/internal/rdb"
+
 	"github.com/gomodule/redigo/redis"
 )
 
@@ -29,7 +31,7 @@ func (d *dbCheck) verify(c redis.Conn, want int) error {
 	if d.done {
 		return d.err
 	}
-	info, err := redis.String(c.Do("CLIENT", "INFO"))
+	info, err := rdb.ClientInfo(c)
 	if err != nil {
 		if _, isReply := err.(redis.Error); isReply { // command unknown: nothing to compare
 			d.done = true

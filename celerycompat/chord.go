@@ -10,16 +10,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/celerybridge/celerybridge/celerycompat/internal/rdb"
+
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
-
-// Chord keys Celery 5.7 added next to .j/.t/.s: .d is the set of "<task_id>:<score>" parts
-// already counted, .c the dispatch claim (a token while a worker publishes the body, then
-// "done").
-func chordDoneKey(k Keys, gid string) string  { return k.GroupMeta(gid) + ".d" }
-func chordClaimKey(k Keys, gid string) string { return k.GroupMeta(gid) + ".c" }
 
 const (
 	// chordClaimTTL bounds how long the worker that completed a chord owns its dispatch: if it
@@ -58,46 +54,6 @@ func (e *ChordError) TaskError() *TaskError {
 	return &TaskError{ExcType: "ChordError", ExcModule: "celery.exceptions", ExcMessage: []any{e.Message()}}
 }
 
-// chordPartScript records one finished header part and reports whether it completed the chord,
-// claiming the body's dispatch so exactly one caller sees completion. It does what Celery 5.2's
-// pipeline (ZADD .j, ZCOUNT, GET .t, GET .s, EXPIRE) does, plus Celery 5.7's guards: the .d set
-// counts each (task id, index) once, the .c key holds the dispatch claim and, after cleanup,
-// the "done" marker that makes late duplicates no-ops. Python 5.2 and 5.7 workers finishing
-// other parts of the same chord interoperate: each part's count is taken atomically, so only
-// the part that makes it reach the size sees completion.
-//
-// KEYS: .j .t .s .d <group meta> .c
-// ARGV[1] task id, [2] member JSON [1, id, state, result], [3] score (group_index or "+inf"),
-// [4] expires seconds (0: none), [5] claim token, [6] claim TTL seconds
-// returns {-1} after cleanup, {0, count} while incomplete (or claimed by another caller),
-// {1, count, ZRANGE .j 0 -1} to the caller that completed the chord.
-var chordPartScript = redis.NewScript(6, `
-if redis.call('GET', KEYS[6]) == 'done' then
-  return {-1}
-end
-local member = ARGV[1] .. ':' .. ARGV[3]
-if redis.call('SISMEMBER', KEYS[4], member) == 0 then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-  redis.call('SADD', KEYS[4], member)
-end
-local count = redis.call('ZCOUNT', KEYS[1], '-inf', '+inf')
-local ex = tonumber(ARGV[4])
-if ex > 0 then
-  for i = 1, 5 do
-    redis.call('EXPIRE', KEYS[i], ex)
-  end
-end
-local t = redis.call('GET', KEYS[2])
-local s = redis.call('GET', KEYS[3])
-if not s or count ~= tonumber(s) + tonumber(t or 0) then
-  return {0, count}
-end
-if not redis.call('SET', KEYS[6], ARGV[5], 'NX', 'EX', ARGV[6]) then
-  return {0, count}
-end
-return {1, count, redis.call('ZRANGE', KEYS[1], 0, -1)}
-`)
-
 // ChordPartReturn is Celery's on_chord_part_return for the Redis backend, to be called by the
 // worker after it stored the state of a task whose message carries a chord (Message.Embed.Chord)
 // and a group. It records [1, taskID, state, result] in the chord's sorted set at score
@@ -130,25 +86,18 @@ func (b *Backend) ChordPartReturn(ctx context.Context, groupID string, groupInde
 	}
 	var tok [16]byte
 	_, _ = rand.Read(tok[:]) // never fails
-	k := b.keys
 	c, err := b.conn(ctx)
 	if err != nil {
 		return false, nil, err
 	}
 	defer c.Close()
-	reply, err := redis.Values(chordPartScript.DoContext(ctx, c,
-		k.ChordJoin(groupID), k.ChordCounter(groupID), k.ChordSize(groupID), chordDoneKey(k, groupID),
-		k.GroupMeta(groupID), chordClaimKey(k, groupID),
-		taskID, member.Bytes(), score, b.ttl, hex.EncodeToString(tok[:]), int(chordClaimTTL/time.Second)))
+	complete, parts, err := rdb.ChordPartReturn(ctx, c, b.keys, rdb.ChordPart{GroupID: groupID, TaskID: taskID,
+		Member: member.Bytes(), Score: score, TTL: b.ttl, Token: hex.EncodeToString(tok[:]), ClaimTTL: chordClaimTTL})
 	if err != nil {
 		return false, nil, fmt.Errorf("%w: chord %s part %s: %w", errBackendRedis, groupID, taskID, err)
 	}
-	if flag, _ := redis.Int(reply[0], nil); flag != 1 || len(reply) < 3 {
+	if !complete {
 		return false, nil, nil
-	}
-	parts, err := redis.ByteSlices(reply[2], nil)
-	if err != nil {
-		return false, nil, fmt.Errorf("%w: chord %s: read results: %w", errBackendRedis, groupID, err)
 	}
 	results, err = b.decodeChordParts(groupID, parts)
 	return true, results, err
@@ -195,10 +144,8 @@ func (b *Backend) decodeChordParts(groupID string, parts [][]byte) ([]any, error
 // CleanupChord deletes a completed chord's bookkeeping (.j .t .s and Celery 5.7's .d) and leaves
 // 5.7's "done" marker in .c, so late duplicates of header parts are ignored.
 func (b *Backend) CleanupChord(ctx context.Context, groupID string) error {
-	k := b.keys
-	return b.multi(ctx, "cleanup chord "+groupID, func(c redis.Conn) {
-		c.Send("DEL", k.ChordJoin(groupID), k.ChordCounter(groupID), k.ChordSize(groupID), chordDoneKey(k, groupID))
-		c.Send("SET", chordClaimKey(k, groupID), "done", "EX", int(chordDoneTTL/time.Second))
+	return b.with(ctx, "cleanup chord "+groupID, func(c redis.Conn) error {
+		return rdb.CleanupChord(ctx, c, b.keys, groupID, chordDoneTTL)
 	})
 }
 
@@ -209,10 +156,8 @@ func (b *Backend) SetChordSize(ctx context.Context, groupID string, n int) error
 	if n < 0 {
 		return fmt.Errorf("%w: chord size %d", ErrInvalidConfig, n)
 	}
-	k := b.keys
-	return b.multi(ctx, "set chord size "+groupID, func(c redis.Conn) {
-		c.Send("DEL", chordClaimKey(k, groupID))
-		b.sendSet(c, k.ChordSize(groupID), strconv.Itoa(n))
+	return b.with(ctx, "set chord size "+groupID, func(c redis.Conn) error {
+		return rdb.SetChordSize(ctx, c, b.keys, groupID, n, b.ttl)
 	})
 }
 
@@ -232,31 +177,19 @@ func (b *Backend) SaveGroup(ctx context.Context, groupID string, taskIDs []strin
 		buf.WriteString(`, null], null]`)
 	}
 	buf.WriteString(`]]}`)
-	return b.multi(ctx, "save group "+groupID, func(c redis.Conn) {
-		b.sendSet(c, b.keys.GroupMeta(groupID), buf.String())
+	return b.with(ctx, "save group "+groupID, func(c redis.Conn) error {
+		return rdb.SetPublish(ctx, c, b.keys.GroupMeta(groupID), buf.String(), b.ttl)
 	})
 }
 
-// sendSet queues Celery's _set: SETEX (or SET without expiry) plus PUBLISH of the same value.
-func (b *Backend) sendSet(c redis.Conn, key, value string) {
-	if b.ttl > 0 {
-		c.Send("SETEX", key, b.ttl, value)
-	} else {
-		c.Send("SET", key, value)
-	}
-	c.Send("PUBLISH", key, value)
-}
-
-// multi runs the commands queued by fn in one MULTI/EXEC.
-func (b *Backend) multi(ctx context.Context, what string, fn func(redis.Conn)) error {
+// with runs fn on a connection of the backend's pool.
+func (b *Backend) with(ctx context.Context, what string, fn func(redis.Conn) error) error {
 	c, err := b.conn(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.Send("MULTI")
-	fn(c)
-	if _, err := redis.DoContext(c, ctx, "EXEC"); err != nil {
+	if err := fn(c); err != nil {
 		return fmt.Errorf("%w: %s: %w", errBackendRedis, what, err)
 	}
 	return nil

@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
+
+	"github.com/celerybridge/celerybridge/celerycompat/internal/rdb"
 
 	"github.com/gomodule/redigo/redis"
 	"github.com/google/uuid"
@@ -33,8 +34,8 @@ type Delivery struct {
 // fetchLists returns the lists to pop from for queues, band-major: for each priority step, one
 // list per queue.
 func (b *Broker) fetchLists(queues []string) []string {
-	lists := make([]string, 0, len(queues)*len(prioritySteps))
-	for _, s := range prioritySteps {
+	lists := make([]string, 0, len(queues)*len(rdb.PrioritySteps))
+	for _, s := range rdb.PrioritySteps {
 		for _, q := range queues {
 			lists = append(lists, b.keys.Queue(q, s))
 		}
@@ -63,47 +64,34 @@ func (b *Broker) Fetch(ctx context.Context, queues []string, max int) ([]*Delive
 // fetchOn is Fetch on connection c.
 func (b *Broker) fetchOn(ctx context.Context, c redis.Conn, queues []string, max int) ([]*Delivery, error) {
 	lists := b.fetchLists(queues)
-	args := make([]any, 0, 4+len(lists)+4)
-	args = append(args, 3+len(lists), b.keys.Unacked(), b.keys.UnackedIndex(), b.keys.DeadLetter())
-	for _, l := range lists {
-		args = append(args, l)
-	}
-	now := b.now()
-	args = append(args, unixScore(now), now.UTC().Format(time.RFC3339Nano), len(queues), max)
-	reply, err := redis.Values(fetchScript.DoContext(ctx, c, args...))
-	if err != nil {
+	fetched, err := rdb.Fetch(ctx, c, b.keys, lists, len(queues), max, b.now())
+	if err != nil && len(fetched) == 0 {
 		return nil, fmt.Errorf("%w: fetch: %w", ErrBroker, err)
 	}
-	out := make([]*Delivery, 0, len(reply)/4)
-	for len(reply) >= 4 {
-		var qi int
-		var raw []byte
-		var tag, reason string
-		if _, err := redis.Scan(reply[:4], &qi, &raw, &tag, &reason); err != nil {
-			return out, fmt.Errorf("%w: fetch reply: %w", ErrBroker, err)
-		}
-		reply = reply[4:]
-		d := &Delivery{Raw: raw, Queue: queues[qi], Tag: tag}
-		if reason != "" {
-			d.List = b.keys.Queue(queues[qi], 0)
-			d.Poisoned, d.Reason = true, reason
-			d.DecodeErr = &DecodeError{Field: "envelope", Err: errors.New(reason)}
+	out := make([]*Delivery, 0, len(fetched))
+	for _, f := range fetched {
+		d := &Delivery{Raw: f.Raw, Queue: queues[f.Queue], Tag: f.Tag}
+		if f.Reason != "" {
+			d.List = b.keys.Queue(queues[f.Queue], 0)
+			d.Poisoned, d.Reason = true, f.Reason
+			d.DecodeErr = &DecodeError{Field: "envelope", Err: errors.New(f.Reason)}
 			out = append(out, d)
 			continue
 		}
-		d.Message, d.DecodeErr = b.codec.Decode(raw)
-		d.List = b.keys.Queue(queues[qi], 0)
+		d.Message, d.DecodeErr = b.codec.Decode(f.Raw)
+		d.List = b.keys.Queue(queues[f.Queue], 0)
 		if d.Message != nil {
-			d.List = b.keys.Queue(queues[qi], priorityStep(d.Message.Priority))
+			d.List = b.keys.Queue(queues[f.Queue], priorityStep(d.Message.Priority))
 		}
 		out = append(out, d)
+	}
+	if err != nil {
+		return out, fmt.Errorf("%w: fetch: %w", ErrBroker, err)
 	}
 	return out, nil
 }
 
-func unixScore(t time.Time) string {
-	return strconv.FormatFloat(float64(t.UnixNano())/1e9, 'f', 6, 64)
-}
+func unixScore(t time.Time) string { return rdb.Score(t) }
 
 // Ack removes a delivered message from the un-acked set (kombu's basic_ack). It returns once
 // the message is no longer held. Acks made at the same time by several goroutines share one
@@ -119,17 +107,7 @@ func (b *Broker) ackTags(ctx context.Context, tags []string) error {
 		return err
 	}
 	defer c.Close()
-	zrem := make([]any, 0, len(tags)+1)
-	hdel := make([]any, 0, len(tags)+1)
-	zrem = append(zrem, b.keys.UnackedIndex())
-	hdel = append(hdel, b.keys.Unacked())
-	for _, t := range tags {
-		zrem, hdel = append(zrem, t), append(hdel, t)
-	}
-	_ = c.Send("MULTI")
-	_ = c.Send("ZREM", zrem...)
-	_ = c.Send("HDEL", hdel...)
-	if _, err := c.Do("EXEC"); err != nil {
+	if err := rdb.Ack(c, b.keys, tags); err != nil {
 		if len(tags) == 1 {
 			return fmt.Errorf("%w: ack %s: %w", ErrBroker, tags[0], err)
 		}
@@ -172,12 +150,11 @@ func (b *Broker) DeadLetterDelivery(ctx context.Context, d *Delivery, reason str
 		return false, err
 	}
 	defer c.Close()
-	n, err := redis.Int(deadLetterScript.DoContext(ctx, c, b.keys.Unacked(), b.keys.UnackedIndex(),
-		b.keys.DeadLetter(), d.Tag, encodeDeadLetter(dl, d.Raw)))
+	moved, err := rdb.DeadLetterHeld(ctx, c, b.keys, d.Tag, encodeDeadLetter(dl, d.Raw))
 	if err != nil {
 		return false, fmt.Errorf("%w: dead-letter %s: %w", ErrBroker, d.Tag, err)
 	}
-	return n == 1, nil
+	return moved, nil
 }
 
 // DeadLetters lists up to limit dead-letter entries, newest first (limit <= 0: all).
@@ -187,7 +164,7 @@ func (b *Broker) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, erro
 		return nil, err
 	}
 	defer c.Close()
-	raws, err := redis.ByteSlices(c.Do("LRANGE", b.keys.DeadLetter(), 0, limit-1))
+	raws, err := rdb.DeadLetters(c, b.keys, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%w: list dead letters: %w", ErrBroker, err)
 	}
@@ -234,26 +211,8 @@ func (b *Broker) Refresh(ctx context.Context, tags []string) error {
 		return err
 	}
 	defer c.Close()
-	score := unixScore(b.now())
-	const chunk = 512
-	for start := 0; start < len(tags); start += chunk {
-		end := min(start+chunk, len(tags))
-		args := make([]any, 0, 2+2*(end-start))
-		args = append(args, b.keys.UnackedIndex(), "XX")
-		for _, t := range tags[start:end] {
-			args = append(args, score, t)
-		}
-		if err := c.Send("ZADD", args...); err != nil {
-			return fmt.Errorf("%w: refresh: %w", ErrBroker, err)
-		}
-	}
-	if err := c.Flush(); err != nil {
+	if err := rdb.Refresh(c, b.keys, tags, unixScore(b.now())); err != nil {
 		return fmt.Errorf("%w: refresh: %w", ErrBroker, err)
-	}
-	for start := 0; start < len(tags); start += chunk {
-		if _, err := c.Receive(); err != nil {
-			return fmt.Errorf("%w: refresh: %w", ErrBroker, err)
-		}
 	}
 	return nil
 }
@@ -286,16 +245,16 @@ func (b *Broker) RestoreVisible(ctx context.Context) (restored int, skipped bool
 	}
 	defer c.Close()
 	token := uuid.NewString()
-	ok, err := redis.String(c.Do("SET", b.keys.UnackedMutex(), token, "NX", "PX", restoreLockTTL.Milliseconds()))
-	if errors.Is(err, redis.ErrNil) {
+	ok, err := rdb.LockUnacked(c, b.keys, token, restoreLockTTL)
+	if err != nil {
+		return 0, false, fmt.Errorf("%w: take unacked_mutex: %w", ErrBroker, err)
+	}
+	if !ok {
 		return 0, true, nil
 	}
-	if err != nil || ok != "OK" {
-		return 0, false, fmt.Errorf("%w: take unacked_mutex: %v", ErrBroker, err)
-	}
-	defer releaseLockScript.DoContext(context.WithoutCancel(ctx), c, b.keys.UnackedMutex(), token) //nolint:errcheck // lock expires anyway
+	defer rdb.UnlockUnacked(context.WithoutCancel(ctx), c, b.keys, token) //nolint:errcheck // lock expires anyway
 	ceiling := unixScore(b.now().Add(-b.cfg.VisibilityTimeout))
-	tags, err := redis.Strings(c.Do("ZREVRANGEBYSCORE", b.keys.UnackedIndex(), ceiling, 0))
+	tags, err := rdb.DueUnacked(c, b.keys, ceiling)
 	if err != nil {
 		return 0, false, fmt.Errorf("%w: list due un-acked messages: %w", ErrBroker, err)
 	}
@@ -316,10 +275,9 @@ func (b *Broker) RestoreVisible(ctx context.Context) (restored int, skipped bool
 // restoreTag moves one held message back to its queue with the redelivered flags set, if it is
 // still held unchanged.
 func (b *Broker) restoreTag(ctx context.Context, c redis.Conn, tag string, back bool) (bool, error) {
-	held, err := redis.Bytes(c.Do("HGET", b.keys.Unacked(), tag))
-	if errors.Is(err, redis.ErrNil) {
-		_, err = c.Do("ZREM", b.keys.UnackedIndex(), tag)
-		return false, err
+	held, err := rdb.Held(c, b.keys, tag)
+	if err == nil && held == nil {
+		return false, nil // no longer held
 	}
 	if err != nil {
 		return false, fmt.Errorf("%w: read un-acked %s: %w", ErrBroker, tag, err)
@@ -352,21 +310,16 @@ func (b *Broker) restoreTag(ctx context.Context, c redis.Conn, tag string, back 
 		}
 		target = lists[0]
 	}
-	dir := "R"
-	if back {
-		dir = "L"
-	}
-	n, err := redis.Int(restoreScript.DoContext(ctx, c, b.keys.Unacked(), b.keys.UnackedIndex(), target, tag, held, env, dir))
+	moved, err := rdb.Restore(ctx, c, b.keys, target, tag, held, env, back)
 	if err != nil {
 		return false, fmt.Errorf("%w: restore %s: %w", ErrBroker, tag, err)
 	}
-	return n == 1, nil
+	return moved, nil
 }
 
 func (b *Broker) deadLetterHeld(ctx context.Context, c redis.Conn, tag string, held, raw []byte, reason string) error {
 	dl := DeadLetter{Reason: reason, Time: b.now().UTC().Format(time.RFC3339Nano), Tag: tag}
-	_, err := deadLetterScript.DoContext(ctx, c, b.keys.Unacked(), b.keys.UnackedIndex(), b.keys.DeadLetter(), tag, encodeDeadLetter(dl, raw))
-	if err != nil {
+	if _, err := rdb.DeadLetterHeld(ctx, c, b.keys, tag, encodeDeadLetter(dl, raw)); err != nil {
 		return fmt.Errorf("%w: dead-letter %s: %w", ErrBroker, tag, err)
 	}
 	return nil

@@ -4,17 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/celerybridge/celerybridge/celerycompat/internal/rdb"
 
 	"github.com/gomodule/redigo/redis"
 )
 
 // errWaitUnsupported means the server has no BLMOVE (Redis < 6.2): the worker polls instead.
-var errWaitUnsupported = errors.New("BLMOVE not supported by this Redis server")
+var errWaitUnsupported = rdb.ErrWaitUnsupported
 
 // WaitList blocks until list is non-empty or timeout passes, and reports whether it is. It
 // removes nothing: BLMOVE list list RIGHT RIGHT takes the tail element and pushes it back to the
@@ -30,31 +30,16 @@ func (b *Broker) WaitList(ctx context.Context, list string, timeout time.Duratio
 	return b.waitOn(ctx, c, list, timeout)
 }
 
-// waitOn runs one blocking wait on c. The read deadline is the wait plus a margin, so a pool
-// without a read timeout still notices a dead server.
+// waitOn runs one blocking wait on c (rdb.WaitList).
 func (b *Broker) waitOn(ctx context.Context, c redis.Conn, list string, timeout time.Duration) (bool, error) {
-	secs := strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64)
-	wctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
-	defer cancel()
-	cc, ok := c.(redis.ConnWithContext)
-	var reply any
-	var err error
-	if ok {
-		reply, err = cc.DoContext(wctx, "BLMOVE", list, list, "RIGHT", "RIGHT", secs)
-	} else {
-		reply, err = c.Do("BLMOVE", list, list, "RIGHT", "RIGHT", secs)
+	ok, err := rdb.WaitList(ctx, c, list, timeout)
+	switch {
+	case err == nil || errors.Is(err, errWaitUnsupported):
+		return ok, err
+	case ctx.Err() != nil:
+		return false, ctx.Err()
 	}
-	if err != nil {
-		var re redis.Error
-		if errors.As(err, &re) && strings.Contains(strings.ToLower(string(re)), "unknown command") {
-			return false, errWaitUnsupported
-		}
-		if ctx.Err() != nil {
-			return false, ctx.Err()
-		}
-		return false, fmt.Errorf("%w: wait on %s: %w", ErrBroker, list, err)
-	}
-	return reply != nil, nil
+	return false, fmt.Errorf("%w: wait on %s: %w", ErrBroker, list, err)
 }
 
 // idleWaiter wakes an idle fetch loop as soon as any of its lists gets a message, without

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/celerybridge/celerybridge/celerycompat/internal/rdb"
+
 	"github.com/gomodule/redigo/redis"
 )
 
@@ -118,7 +120,7 @@ func (c *resultConsumer) subscribe(channel string) (*resultWaiter, error) {
 	case !st.subscribed && c.conn != nil:
 		st.subscribed = true
 		st.pending++
-		if err := c.send("SUBSCRIBE", channel); err != nil {
+		if err := rdb.Subscribe(c.conn, []string{channel}, 1); err != nil {
 			// The reader sees the broken connection too, reconnects and re-subscribes.
 			c.log.Debug("result pub/sub subscribe failed", "channel", channel, "err", err)
 		}
@@ -140,21 +142,13 @@ func (c *resultConsumer) unsubscribe(w *resultWaiter) {
 	}
 	if st.subscribed && c.conn != nil {
 		st.subscribed = false
-		if err := c.send("UNSUBSCRIBE", w.channel); err != nil {
+		if err := rdb.Unsubscribe(c.conn, w.channel); err != nil {
 			c.log.Debug("result pub/sub unsubscribe failed", "channel", w.channel, "err", err)
 		}
 	}
 	if st.pending == 0 {
 		delete(c.channels, w.channel)
 	}
-}
-
-// send writes one command on the pub/sub connection. Caller holds mu and checked conn != nil.
-func (c *resultConsumer) send(cmd string, args ...any) error {
-	if err := c.conn.Send(cmd, args...); err != nil {
-		return err
-	}
-	return c.conn.Flush()
 }
 
 func (c *resultConsumer) close() {
@@ -207,28 +201,12 @@ func (c *resultConsumer) attach(conn redis.Conn) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.conn = conn
-	batch := make([]any, 0, subscribeBatch)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		err := conn.Send("SUBSCRIBE", batch...)
-		batch = batch[:0]
-		return err
-	}
+	chans := make([]string, 0, len(c.channels))
 	for ch, st := range c.channels {
 		st.subscribed, st.pending = true, 1
-		batch = append(batch, ch)
-		if len(batch) == subscribeBatch {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
+		chans = append(chans, ch)
 	}
-	if err := flush(); err != nil {
-		return err
-	}
-	return conn.Flush()
+	return rdb.Subscribe(conn, chans, subscribeBatch)
 }
 
 // detach forgets the connection: nothing is subscribed any more; channels without waiters go.

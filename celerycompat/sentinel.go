@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/celerybridge/celerybridge/celerycompat/internal/rdb"
+
 	"github.com/gomodule/redigo/redis"
 )
 
@@ -130,16 +132,14 @@ func (s *sentinelResolver) ask(ctx context.Context, sentinel string) (string, er
 		return "", fmt.Errorf("sentinel %s: %w", sentinel, err)
 	}
 	defer c.Close()
-	reply, err := redis.Strings(redis.DoContext(c, ctx, "SENTINEL", "get-master-addr-by-name", s.name))
-	switch {
-	case errors.Is(err, redis.ErrNil):
+	addr, err := rdb.SentinelMaster(ctx, c, s.name)
+	if errors.Is(err, rdb.ErrUnknownMaster) {
 		return "", fmt.Errorf("sentinel %s does not monitor a master named %q", sentinel, s.name)
-	case err != nil:
-		return "", fmt.Errorf("sentinel %s: %w", sentinel, err)
-	case len(reply) != 2:
-		return "", fmt.Errorf("sentinel %s: get-master-addr-by-name answered %q", sentinel, reply)
 	}
-	return reply[0] + ":" + reply[1], nil
+	if err != nil {
+		return "", fmt.Errorf("sentinel %s: %w", sentinel, err)
+	}
+	return addr, nil
 }
 
 // dial connects to the master the sentinels name and checks it is one.
@@ -153,15 +153,12 @@ func (s *sentinelResolver) dial(ctx context.Context) (redis.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w %q: dial %s: %w", ErrNoMaster, s.name, addr, err)
 	}
-	role, err := redis.Values(redis.DoContext(c, ctx, "ROLE"))
-	if err == nil && len(role) == 0 {
-		err = errors.New("empty ROLE reply")
-	}
+	r, err := rdb.Role(ctx, c)
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("%w %q: ROLE at %s: %w", ErrNoMaster, s.name, addr, err)
 	}
-	if r, _ := redis.String(role[0], nil); r != "master" {
+	if r != "master" {
 		c.Close()
 		s.stale(gen)
 		return nil, fmt.Errorf("%w %q: %s is a %s (failover under way?)", ErrNoMaster, s.name, addr, r)
@@ -194,8 +191,7 @@ func (r *RedisURL) newSentinelPool(maxActive int) *redis.Pool {
 			if time.Since(t) < time.Minute {
 				return nil
 			}
-			_, err := c.Do("PING")
-			return err
+			return rdb.Ping(c)
 		},
 	}
 }
@@ -313,7 +309,7 @@ func (b *Broker) waitReplicas(ctx context.Context, c redis.Conn, msgs []*Message
 	if timeout <= 0 {
 		timeout = time.Second
 	}
-	got, err := redis.Int(redis.DoContext(c, ctx, "WAIT", b.cfg.WaitReplicas, timeout.Milliseconds()))
+	got, err := rdb.WaitReplicas(ctx, c, b.cfg.WaitReplicas, timeout)
 	if err == nil && got >= b.cfg.WaitReplicas {
 		return
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/celerybridge/celerybridge/celerycompat/internal/rdb"
+
 	"github.com/gomodule/redigo/redis"
 )
 
@@ -188,8 +190,7 @@ func (r *RedisURL) NewPool(maxActive int) *redis.Pool {
 			if time.Since(t) < time.Minute {
 				return nil
 			}
-			_, err := c.Do("PING")
-			return err
+			return rdb.Ping(c)
 		},
 	}
 }

@@ -10,16 +10,16 @@ import (
 // wraps one, or is one of the typed errors below; match with errors.Is and errors.As.
 var (
 	// ErrDecode marks a message, header, body or stored result that could not be decoded.
-	ErrDecode = errors.New("celerycompat: decode")
+	ErrDecode = errors.New("protocol: decode")
 	// ErrEncode marks a value that cannot be written for the configured peer (for example bytes
 	// for a Celery 5.2 peer, which has no JSON marker for them).
-	ErrEncode = errors.New("celerycompat: encode")
+	ErrEncode = errors.New("protocol: encode")
 	// ErrUnsupportedContentType marks a serializer we refuse (pickle, YAML) or do not know.
-	ErrUnsupportedContentType = errors.New("celerycompat: unsupported content type")
+	ErrUnsupportedContentType = errors.New("protocol: unsupported content type")
 	// ErrUnsupportedCompression marks a "compression" header we cannot undo.
-	ErrUnsupportedCompression = errors.New("celerycompat: unsupported compression")
+	ErrUnsupportedCompression = errors.New("protocol: unsupported compression")
 	// ErrBodyTooLarge marks a body over the configured size limit.
-	ErrBodyTooLarge = errors.New("celerycompat: body too large")
+	ErrBodyTooLarge = errors.New("protocol: body too large")
 	// ErrInvalidConfig marks a config or option value (or a version string) out of range.
 	ErrInvalidConfig = errors.New("celerycompat: invalid config")
 )
@@ -31,7 +31,7 @@ type DecodeError struct {
 }
 
 func (e *DecodeError) Error() string {
-	return fmt.Sprintf("celerycompat: decode %s: %v", e.Field, e.Err)
+	return fmt.Sprintf("protocol: decode %s: %v", e.Field, e.Err)
 }
 
 // Unwrap returns ErrDecode and the cause, so both errors.Is(err, ErrDecode) and errors.Is on the
@@ -45,7 +45,7 @@ type ContentTypeError struct {
 }
 
 func (e *ContentTypeError) Error() string {
-	return fmt.Sprintf("celerycompat: unsupported content type %q: %s", e.ContentType, e.Reason)
+	return fmt.Sprintf("protocol: unsupported content type %q: %s", e.ContentType, e.Reason)
 }
 
 func (e *ContentTypeError) Unwrap() error { return ErrUnsupportedContentType }

@@ -193,7 +193,7 @@ func (f ResultFormat) DecodeMeta(id string, raw []byte) (*ResultMeta, error) {
 		if errors.As(err, &inner) && inner.Field == "value" {
 			err = inner.Err // UnmarshalValue's own wrapper: name our field instead
 		}
-		return fmt.Errorf("celerycompat: result of task %s: %w", id, &DecodeError{Field: field, Err: err})
+		return fmt.Errorf("protocol: result of task %s: %w", id, &DecodeError{Field: field, Err: err})
 	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &top); err != nil {
@@ -234,7 +234,7 @@ func (f ResultFormat) DecodeMeta(id string, raw []byte) (*ResultMeta, error) {
 	}
 	if m.Status.IsException() && m.Result != nil {
 		if m.Result, err = TaskErrorFromValue(m.Result, m.Status, m.Traceback, "result"); err != nil {
-			return nil, fmt.Errorf("celerycompat: result of task %s: %w", id, err)
+			return nil, fmt.Errorf("protocol: result of task %s: %w", id, err)
 		}
 	}
 	if v, ok := top["date_done"]; ok && !isJSONNull(v) {

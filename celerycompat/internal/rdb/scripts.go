@@ -1,4 +1,4 @@
-package celerycompat
+package rdb
 
 import "github.com/gomodule/redigo/redis"
 
@@ -127,4 +127,67 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+`)
+
+// storeScript is Celery's _store_result (GET, keep an existing SUCCESS, else SETEX+PUBLISH) done
+// atomically, so two writers cannot both pass the SUCCESS check.
+//
+// KEYS[1] result key, also the pub/sub channel
+// ARGV[1] result JSON; ARGV[2] TTL seconds, "0" for a plain SET
+// returns 1 when stored and published, 0 when an existing SUCCESS was kept.
+var storeScript = redis.NewScript(1, `
+local cur = redis.call('GET', KEYS[1])
+if cur and string.find(cur, '"SUCCESS"', 1, true) then
+  local ok, meta = pcall(cjson.decode, cur)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
+    return 0
+  end
+end
+if ARGV[2] ~= '0' then
+  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+`)
+
+// chordPartScript records one finished header part and reports whether it completed the chord,
+// claiming the body's dispatch so exactly one caller sees completion. It does what Celery 5.2's
+// pipeline (ZADD .j, ZCOUNT, GET .t, GET .s, EXPIRE) does, plus Celery 5.7's guards: the .d set
+// counts each (task id, index) once, the .c key holds the dispatch claim and, after cleanup,
+// the "done" marker that makes late duplicates no-ops. Python 5.2 and 5.7 workers finishing
+// other parts of the same chord interoperate: each part's count is taken atomically, so only
+// the part that makes it reach the size sees completion.
+//
+// KEYS: .j .t .s .d <group meta> .c
+// ARGV[1] task id, [2] member JSON [1, id, state, result], [3] score (group_index or "+inf"),
+// [4] expires seconds (0: none), [5] claim token, [6] claim TTL seconds
+// returns {-1} after cleanup, {0, count} while incomplete (or claimed by another caller),
+// {1, count, ZRANGE .j 0 -1} to the caller that completed the chord.
+var chordPartScript = redis.NewScript(6, `
+if redis.call('GET', KEYS[6]) == 'done' then
+  return {-1}
+end
+local member = ARGV[1] .. ':' .. ARGV[3]
+if redis.call('SISMEMBER', KEYS[4], member) == 0 then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+  redis.call('SADD', KEYS[4], member)
+end
+local count = redis.call('ZCOUNT', KEYS[1], '-inf', '+inf')
+local ex = tonumber(ARGV[4])
+if ex > 0 then
+  for i = 1, 5 do
+    redis.call('EXPIRE', KEYS[i], ex)
+  end
+end
+local t = redis.call('GET', KEYS[2])
+local s = redis.call('GET', KEYS[3])
+if not s or count ~= tonumber(s) + tonumber(t or 0) then
+  return {0, count}
+end
+if not redis.call('SET', KEYS[6], ARGV[5], 'NX', 'EX', ARGV[6]) then
+  return {0, count}
+end
+return {1, count, redis.call('ZRANGE', KEYS[1], 0, -1)}
 `)
