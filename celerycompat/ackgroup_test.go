@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
-
-	"github.com/gomodule/redigo/redis"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
 )
@@ -65,53 +62,5 @@ func TestAckErrorReachesEveryCaller(t *testing.T) {
 		if !errors.Is(err, cc.ErrBroker) {
 			t.Errorf("ack %d: %v, want ErrBroker", i, err)
 		}
-	}
-}
-
-// countingPool counts the connections taken from it.
-type countingPool struct {
-	cc.Pool
-	gets atomic.Int64
-}
-
-func (p *countingPool) GetContext(ctx context.Context) (redis.Conn, error) {
-	p.gets.Add(1)
-	return p.Pool.GetContext(ctx)
-}
-
-// TestConcurrentStoresShareOnePipeline: 64 results stored while one write is held up (CLIENT
-// PAUSE) go out on one more connection, in one pipeline, and each is stored.
-func TestConcurrentStoresShareOnePipeline(t *testing.T) {
-	s := newWStack(t, cc.BrokerConfig{})
-	pool := &countingPool{Pool: s.rpool}
-	backend, err := cc.NewBackend(pool, cc.BackendConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer backend.Close()
-	const n = 64
-	s.r.Do(1, "CLIENT", "PAUSE", 300, "WRITE")
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = backend.MarkSuccess(context.Background(), fmt.Sprintf("task-%d", i), i)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
-	}
-	for i := range n {
-		m, err := backend.GetMeta(context.Background(), fmt.Sprintf("task-%d", i))
-		if err != nil || m.Status != cc.StateSuccess || fmt.Sprint(m.Result) != fmt.Sprint(i) {
-			t.Fatalf("task-%d: %+v, %v", i, m, err)
-		}
-	}
-	// GetMeta took n more; the stores at most two (the paused one and the pipeline behind it).
-	if stores := pool.gets.Load() - n; stores > 2 {
-		t.Fatalf("%d connections for %d concurrent stores, want at most 2", stores, n)
 	}
 }

@@ -2,7 +2,6 @@ package celerycompat
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -59,7 +58,6 @@ type Backend struct {
 	now      func() time.Time
 	ttl      int // result_expires in seconds; 0 = no expiry
 	consumer *resultConsumer
-	stores   commitGroup[rdb.Store, rdb.Stored] // concurrent StoreResults share a pipeline
 }
 
 // NewBackend returns a result backend on pool, which the caller owns.
@@ -127,40 +125,19 @@ func (b *Backend) StoreResult(ctx context.Context, meta ResultMeta) (stored bool
 	if err != nil {
 		return false, fmt.Errorf("celerycompat: store result of task %s: %w", meta.TaskID, err)
 	}
-	res := b.stores.do(ctx, rdb.Store{Key: b.keys.TaskMeta(meta.TaskID), Data: data, TTL: b.ttl}, b.storeBatch)
-	if errors.Is(res.Err, errBackendRedis) { // no connection: already says so
-		return false, res.Err
+	c, err := b.conn(ctx)
+	if err != nil {
+		return false, err
 	}
-	if res.Err != nil {
-		return false, fmt.Errorf("%w: store result of task %s: %w", errBackendRedis, meta.TaskID, res.Err)
+	defer c.Close()
+	stored, err = rdb.StoreResult(ctx, c, b.keys.TaskMeta(meta.TaskID), data, b.ttl)
+	if err != nil {
+		return false, fmt.Errorf("%w: store result of task %s: %w", errBackendRedis, meta.TaskID, err)
 	}
-	stored = res.OK
 	if !stored {
 		b.log.DebugContext(ctx, "kept existing SUCCESS result", "task_id", meta.TaskID, "status", string(meta.Status))
 	}
 	return stored, nil
-}
-
-// storeBatch writes results stored at the same time by several goroutines in one pipeline
-// (see commitGroup); a lone one goes out at once, bounded by its caller's ctx.
-func (b *Backend) storeBatch(ctx context.Context, items []rdb.Store) []rdb.Stored {
-	if len(items) > 1 {
-		ctx = context.WithoutCancel(ctx) // the pipeline carries other callers' results too
-	}
-	c, err := b.conn(ctx)
-	if err != nil {
-		out := make([]rdb.Stored, len(items))
-		for i := range out {
-			out[i].Err = err
-		}
-		return out
-	}
-	defer c.Close()
-	if len(items) == 1 {
-		ok, err := rdb.StoreResult(ctx, c, items[0].Key, items[0].Data, items[0].TTL)
-		return []rdb.Stored{{OK: ok, Err: err}}
-	}
-	return rdb.StoreResults(ctx, c, items)
 }
 
 // format is how this backend writes and reads stored results.

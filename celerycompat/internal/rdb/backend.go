@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -124,57 +123,4 @@ func Unsubscribe(c redis.Conn, channel string) error {
 		return err
 	}
 	return c.Flush()
-}
-
-// Store is one result to write with StoreResults.
-type Store struct {
-	Key  string
-	Data []byte
-	TTL  int
-}
-
-// Stored is StoreResults' answer for one Store: whether it was written (false when an existing
-// SUCCESS was kept), or its error.
-type Stored struct {
-	OK  bool
-	Err error
-}
-
-// StoreResults runs the store script for each of items in one pipeline (EVALSHA; a server that
-// lost the script gets it again through StoreResult). A broken connection fails every item whose
-// reply had not arrived.
-func StoreResults(ctx context.Context, c redis.Conn, items []Store) []Stored {
-	out := make([]Stored, len(items))
-	fail := func(from int, err error) []Stored {
-		for i := from; i < len(items); i++ {
-			out[i].Err = err
-		}
-		return out
-	}
-	for _, it := range items {
-		if err := storeScript.SendHash(c, it.Key, it.Data, strconv.Itoa(it.TTL)); err != nil {
-			return fail(0, err)
-		}
-	}
-	if err := c.Flush(); err != nil {
-		return fail(0, err)
-	}
-	var reload []int
-	for i := range items {
-		n, err := redis.Int(c.Receive())
-		switch {
-		case err == nil:
-			out[i].OK = n == 1
-		case !IsReply(err):
-			return fail(i, err)
-		case strings.HasPrefix(err.Error(), "NOSCRIPT"):
-			reload = append(reload, i)
-		default:
-			out[i].Err = err
-		}
-	}
-	for _, i := range reload {
-		out[i].OK, out[i].Err = StoreResult(ctx, c, items[i].Key, items[i].Data, items[i].TTL)
-	}
-	return out
 }
