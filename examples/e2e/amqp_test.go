@@ -80,9 +80,9 @@ func TestRigRabbitMQ(t *testing.T) {
 	checkQueueDrained(t, r)
 }
 
-// amqpFleetTasks is how many tasks TestFleetRabbitMQ runs: FLEET_AMQP_TASKS, default 3000.
+// amqpFleetTasks is how many tasks TestFleetRabbitMQ runs: FLEET_AMQP_TASKS, default 5000.
 func amqpFleetTasks(t *testing.T) int {
-	n := 3000
+	n := 5000
 	if v := os.Getenv("FLEET_AMQP_TASKS"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 100 {
@@ -108,6 +108,7 @@ func TestFleetRabbitMQ(t *testing.T) {
 	t.Logf("seed %d", seed)
 
 	r := newAMQPRig(t)
+	r.taskSleep = "0.01" // 10 ms tasks: the Python worker gets a share beside 16 Go slots
 	r.workerEnv = []string{"CONCURRENCY=4"}
 	r.loadConcurrency = 64 // the API's MAX_CONCURRENT: see TestFleet
 	r.goReceiver()
