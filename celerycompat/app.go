@@ -10,12 +10,23 @@ import (
 	"github.com/gomodule/redigo/redis"
 )
 
-// Config configures an App, with the names of Celery's settings. Only BrokerURL is required.
+// Config configures an App, with the names of Celery's settings. BrokerURL or Transport is
+// required (exactly one of them).
 type Config struct {
 	// BrokerURL is Celery's broker_url: redis://[:password@]host[:port][/db] or rediss://…
 	// (unix sockets as redis+socket:///path?virtual_host=db). The broker database number used
-	// for the fanout channels (remote control, revokes, events) is taken from it.
+	// for the fanout channels (remote control, revokes, events) is taken from it. For RabbitMQ
+	// (amqp://) use package celerycompat/amqp's NewApp, or set Transport instead.
 	BrokerURL string
+	// Transport is the broker when it is not Redis: a Transport the caller built, such as
+	// package celerycompat/amqp's (amqp.New). The App sends and hands out workers through it and
+	// does not close it (the caller does, after the App). Set it instead of BrokerURL; then
+	// GlobalKeyPrefix and VisibilityTimeout, which are Redis transport options, are not read, and
+	// Control and Broker return ErrUnsupportedTransport.
+	//
+	// It is a field, not a URL scheme New dials itself, because package amqp imports this package
+	// (it implements Transport with this package's types), so this package cannot import it.
+	Transport Transport
 	// ResultBackend is Celery's result_backend, a Redis URL as BrokerURL; empty stores no
 	// results (Celery's default DisabledBackend).
 	ResultBackend string
@@ -53,11 +64,12 @@ type Config struct {
 // Go constructor is New, so `celerycompat.New(celerycompat.Config{...})` reads as the Python
 // line does. Users who bring their own pool use NewBroker, NewBackend, NewProducer and NewWorker.
 type App struct {
-	cfg      Config
-	pools    []*redis.Pool
-	broker   *Broker
-	backend  *Backend // nil without ResultBackend
-	producer *Producer
+	cfg       Config
+	pools     []*redis.Pool
+	transport Transport
+	broker    *Broker  // nil when the transport is not Redis
+	backend   *Backend // nil without ResultBackend
+	producer  *Producer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -65,27 +77,40 @@ type App struct {
 
 // New returns an App for cfg. It opens no connection yet (Celery connects lazily too): a wrong
 // address shows on the first Send or Run. Close it when done.
+//
+// With cfg.Transport instead of a BrokerURL, the App runs on that transport (RabbitMQ through
+// package celerycompat/amqp); the result backend stays the Redis one of ResultBackend.
 func New(cfg Config) (*App, error) {
-	if cfg.BrokerURL == "" {
-		return nil, fmt.Errorf("%w: BrokerURL is required", ErrInvalidConfig)
+	hasTransport := cfg.Transport != nil && !reflectNil(cfg.Transport)
+	switch {
+	case cfg.BrokerURL == "" && !hasTransport:
+		return nil, fmt.Errorf("%w: BrokerURL (or Transport) is required", ErrInvalidConfig)
+	case cfg.BrokerURL != "" && hasTransport:
+		return nil, fmt.Errorf("%w: BrokerURL and Transport are both set; set one", ErrInvalidConfig)
 	}
 	if cfg.PoolLimit < 0 {
 		return nil, fmt.Errorf("%w: negative PoolLimit", ErrInvalidConfig)
 	}
 	limit := cfg.PoolLimit
-	bu, err := ParseRedisURL(cfg.BrokerURL)
-	if err != nil {
-		return nil, fmt.Errorf("broker_url: %w", err)
-	}
 	a := &App{cfg: cfg}
 	codec := Codec{PeerVersion: cfg.PeerVersion}
-	bpool := bu.NewPool(limit)
-	a.pools = append(a.pools, bpool)
-	a.broker, err = NewBroker(bpool, BrokerConfig{GlobalKeyPrefix: cfg.GlobalKeyPrefix, DB: bu.DB,
-		VisibilityTimeout: cfg.VisibilityTimeout, Codec: codec, Logger: cfg.Logger})
-	if err != nil {
-		a.closePools()
-		return nil, err
+	if hasTransport {
+		a.transport = cfg.Transport
+		a.broker, _ = cfg.Transport.(*Broker)
+	} else {
+		bu, err := ParseRedisURL(cfg.BrokerURL)
+		if err != nil {
+			return nil, fmt.Errorf("broker_url: %w", err)
+		}
+		bpool := bu.NewPool(limit)
+		a.pools = append(a.pools, bpool)
+		a.broker, err = NewBroker(bpool, BrokerConfig{GlobalKeyPrefix: cfg.GlobalKeyPrefix, DB: bu.DB,
+			VisibilityTimeout: cfg.VisibilityTimeout, Codec: codec, Logger: cfg.Logger})
+		if err != nil {
+			a.closePools()
+			return nil, err
+		}
+		a.transport = a.broker
 	}
 	if cfg.ResultBackend != "" {
 		ru, err := ParseRedisURL(cfg.ResultBackend)
@@ -103,6 +128,7 @@ func New(cfg Config) (*App, error) {
 			return nil, err
 		}
 	}
+	var err error
 	if a.producer, err = a.Producer(ProducerConfig{}); err != nil {
 		a.Close()
 		return nil, err
@@ -130,7 +156,7 @@ func (a *App) Producer(cfg ProducerConfig) (*Producer, error) {
 	if cfg.Backend == nil {
 		cfg.Backend = a.backend
 	}
-	return NewProducer(a.broker, cfg)
+	return NewProducer(a.transport, cfg)
 }
 
 // Worker returns a worker on the app's broker (what `celery -A app worker` starts); register
@@ -143,19 +169,34 @@ func (a *App) Worker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = a.cfg.Logger
 	}
-	return NewWorker(a.broker, cfg)
+	return NewWorker(a.transport, cfg)
 }
 
 // Control returns a remote-control client (app.control: inspect, ping, revoke, rate_limit…).
+// Remote control runs over Redis only so far: on another transport it returns an error wrapping
+// ErrUnsupportedTransport.
 func (a *App) Control(cfg ControlConfig) (*Control, error) {
+	if a.broker == nil {
+		return nil, fmt.Errorf("%w: remote control needs the Redis transport (*Broker)", ErrUnsupportedTransport)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = a.cfg.Logger
 	}
 	return NewControl(a.broker, cfg)
 }
 
-// Broker returns the app's broker, for the lower-level API.
-func (a *App) Broker() *Broker { return a.broker }
+// Broker returns the app's Redis broker, for the lower-level API; on another transport (see
+// Config.Transport) it returns an error wrapping ErrUnsupportedTransport: use Transport.
+func (a *App) Broker() (*Broker, error) {
+	if a.broker == nil {
+		return nil, fmt.Errorf("%w: the app's transport is %T, not the Redis *Broker", ErrUnsupportedTransport, a.transport)
+	}
+	return a.broker, nil
+}
+
+// Transport returns the transport the app sends and works through: its *Broker on Redis, else
+// Config.Transport.
+func (a *App) Transport() Transport { return a.transport }
 
 // Backend returns the app's result backend, nil without ResultBackend.
 func (a *App) Backend() *Backend { return a.backend }

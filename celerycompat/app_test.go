@@ -77,15 +77,52 @@ func TestAppFromURLs(t *testing.T) {
 
 func TestAppConfigErrors(t *testing.T) {
 	for name, cfg := range map[string]cc.Config{
-		"no broker":      {},
-		"bad broker":     {BrokerURL: "amqp://guest@localhost//"},
-		"bad backend":    {BrokerURL: "redis://localhost/0", ResultBackend: "db+sqlite:///r.db"},
-		"negative limit": {BrokerURL: "redis://localhost/0", PoolLimit: -1},
+		"no broker":         {},
+		"bad broker":        {BrokerURL: "amqp://guest@localhost//"},
+		"bad backend":       {BrokerURL: "redis://localhost/0", ResultBackend: "db+sqlite:///r.db"},
+		"negative limit":    {BrokerURL: "redis://localhost/0", PoolLimit: -1},
+		"url and transport": {BrokerURL: "redis://localhost/0", Transport: &cc.Broker{}},
+		"nil transport":     {Transport: (*cc.Broker)(nil)},
 	} {
 		if _, err := cc.New(cfg); err == nil {
 			t.Errorf("%s: New succeeded", name)
 		} else if name != "bad broker" && name != "bad backend" && !errors.Is(err, cc.ErrInvalidConfig) {
 			t.Errorf("%s: %v, want ErrInvalidConfig", name, err)
 		}
+	}
+}
+
+// An App on a Transport the caller built (here a *Broker) uses it and leaves it open: Close does
+// not close what the App did not open, so the broker's pool still serves afterwards.
+func TestAppOnCallerTransport(t *testing.T) {
+	r := celerytest.StartRedis(t)
+	pool := r.Pool(1)
+	broker, err := cc.NewBroker(pool, cc.BrokerConfig{DB: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := cc.New(cc.Config{Transport: broker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := app.Broker(); err != nil || got != broker {
+		t.Fatalf("Broker() = %p, %v; want the caller's broker", got, err)
+	}
+	if app.Transport() != cc.Transport(broker) {
+		t.Fatalf("Transport() = %T", app.Transport())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := app.Send(ctx, "tasks.add", []any{1, 2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.Send(ctx, "tasks.add", []any{1, 2}, nil); err != nil {
+		t.Fatalf("Send after Close on the caller's transport: %v (the App closed what it did not open)", err)
+	}
+	if n, _ := r.Do(1, "LLEN", "celery").(int64); n != 2 {
+		t.Fatalf("queue celery holds %d messages, want 2", n)
 	}
 }

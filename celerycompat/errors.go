@@ -33,6 +33,9 @@ var (
 	ErrHookPermanent = errors.New("celerycompat: permanent hook failure")
 	// ErrDuplicateTask is returned when a task name is registered twice.
 	ErrDuplicateTask = errors.New("celerycompat: task already registered")
+	// ErrUnsupportedTransport marks an operation the transport in use cannot do yet, such as
+	// remote control through an App on RabbitMQ (it runs over Redis only so far).
+	ErrUnsupportedTransport = errors.New("celerycompat: not supported on this transport")
 )
 
 // errBackendRedis is what a result backend failure wraps: ErrBackend, and ErrBroker for

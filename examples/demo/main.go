@@ -17,6 +17,11 @@
 //	go run ./examples/demo -n 200 -sleep 5ms -concurrency 4
 //	go run ./examples/demo -original
 //	REDIS_URL=redis://127.0.0.1:6379/15 go run ./examples/demo   # a real Redis: a spare DB no other worker consumes from
+//	CELERY_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/demo go run ./examples/demo   # tasks over RabbitMQ
+//
+// With CELERY_BROKER_URL (or -broker) set to an amqp:// URL, tasks go through that RabbitMQ
+// (a vhost no other worker consumes from); results, id mappings and the callback outbox stay in
+// Redis (the embedded one, or REDIS_URL).
 //
 // TASK_SLEEP and CONCURRENCY from the environment replace the defaults; flags replace both.
 package main
@@ -63,6 +68,7 @@ type options struct {
 	verbose           bool
 	progress          bool
 	redisURL          string
+	brokerURL         string
 	out               string
 }
 
@@ -94,6 +100,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.BoolVar(&o.verbose, "v", false, "service logs (every callback, every failure) to stderr")
 	fs.BoolVar(&o.progress, "progress", true, "progress bars on stderr")
 	fs.StringVar(&o.redisURL, "redis", getenv("REDIS_URL"), "a real Redis to use instead of the embedded one (REDIS_URL): one no other worker consumes from, since they would take the demo's tasks")
+	fs.StringVar(&o.brokerURL, "broker", getenv("CELERY_BROKER_URL"), "an amqp:// RabbitMQ to carry the tasks (CELERY_BROKER_URL); empty: the Redis carries them")
 	fs.StringVar(&o.out, "out", "", "write submitted_tasks.txt lines here; empty: none")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -119,6 +126,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		return o, errors.New("-concurrency must be positive")
 	case o.sleep < 0 || o.timeout <= 0 || o.submitConcurrency < 0:
 		return o, errors.New("-sleep, -timeout and -submit-concurrency must not be negative")
+	case o.brokerURL != "" && !(rig.Config{RedisURL: o.brokerURL}).BrokerIsAMQP():
+		return o, fmt.Errorf("-broker (CELERY_BROKER_URL) %s: want an amqp:// URL; a Redis broker goes in -redis (REDIS_URL)", rig.Redacted(o.brokerURL))
 	}
 	return o, nil
 }
@@ -180,7 +189,9 @@ func demo(ctx context.Context, o options, getenv func(string) string, stdout, st
 		switch name {
 		case "REDIS_URL":
 			return redisURL
-		case "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "RESULT_URL", "PORT", "TASK_SLEEP", "CONCURRENCY":
+		case "CELERY_BROKER_URL":
+			return o.brokerURL // empty: the Redis is the broker too
+		case "CELERY_RESULT_BACKEND", "RESULT_URL", "PORT", "TASK_SLEEP", "CONCURRENCY":
 			return "" // the demo decides these
 		}
 		return getenv(name)
@@ -202,7 +213,12 @@ func demo(ctx context.Context, o options, getenv func(string) string, stdout, st
 
 	fmt.Fprintf(stdout, "demo: %d tasks, each working %v (TASK_SLEEP=%g), worker concurrency %d%s, submissions %s\n",
 		o.n, o.sleep, o.sleep.Seconds(), o.concurrency, oneAtATime(o.concurrency), submitText(o.submitConcurrency))
-	fmt.Fprintf(stdout, "demo: redis: %s\n", redisName)
+	if o.brokerURL != "" {
+		fmt.Fprintf(stdout, "demo: broker: RabbitMQ at %s\n", rig.Redacted(o.brokerURL))
+		fmt.Fprintf(stdout, "demo: redis (results, callback outbox): %s\n", redisName)
+	} else {
+		fmt.Fprintf(stdout, "demo: redis: %s\n", redisName)
+	}
 	fmt.Fprintf(stdout, "demo: callback receiver %s, task API %s, worker and callback dispatcher in this process\n", receiverURL, apiURL)
 
 	svc, err := startServices(ctx, cfg, logger, recvLn, apiLn)

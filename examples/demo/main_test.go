@@ -3,10 +3,19 @@ package main
 import (
 	"context"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	celerytest.StopSharedRabbitMQ()
+	os.Exit(code)
+}
 
 func TestParseFlags(t *testing.T) {
 	env := func(kv ...string) func(string) string {
@@ -36,6 +45,9 @@ func TestParseFlags(t *testing.T) {
 		{name: "bad CONCURRENCY", env: env("CONCURRENCY", "0"), wantErr: "CONCURRENCY"},
 		{name: "bad n", args: []string{"-n", "0"}, env: env(), wantErr: "-n"},
 		{name: "extra argument", args: []string{"now"}, env: env(), wantErr: "unexpected"},
+		{name: "amqp broker", env: env("CELERY_BROKER_URL", "amqp://guest:guest@h:5672/v"),
+			want: options{n: 1000, concurrency: 1, timeout: 2 * time.Minute, progress: true, brokerURL: "amqp://guest:guest@h:5672/v"}},
+		{name: "redis in CELERY_BROKER_URL", env: env("CELERY_BROKER_URL", "redis://h:1/2"), wantErr: "want an amqp:// URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -53,6 +65,40 @@ func TestParseFlags(t *testing.T) {
 				t.Errorf("got %+v\nwant %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestDemoRabbitMQ runs the demo with its tasks over a real RabbitMQ (CELERY_BROKER_URL), the
+// results and the callback outbox on the embedded Redis: every task once, every callback.
+func TestDemoRabbitMQ(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: needs rabbitmq-server")
+	}
+	v := celerytest.SharedRabbitMQ(t).VHost(t)
+	var stdout, stderr strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	env := func(k string) string {
+		if k == "CELERY_BROKER_URL" {
+			return v.URL()
+		}
+		return ""
+	}
+	code := run(ctx, []string{"-n", "200", "-progress=false", "-concurrency", "4"}, env, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	for _, want := range []string{
+		"demo: broker: RabbitMQ at amqp://guest:xxxxx@",
+		"demo: redis (results, callback outbox): embedded Redis (miniredis",
+		"CONSISTENT: submitted = processed = callbacks received = 200",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	if qs := v.Queues(t); qs["celery"].Ready != 0 || qs["celery"].Unacked != 0 {
+		t.Errorf("queue celery after the demo: %+v, want empty", qs["celery"])
 	}
 }
 

@@ -30,6 +30,7 @@ func TestMain(m *testing.M) {
 	}
 	binDir = dir
 	code := m.Run()
+	celerytest.StopSharedRabbitMQ()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

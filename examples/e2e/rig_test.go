@@ -10,6 +10,7 @@ import (
 
 	"github.com/celerybridge/celerybridge/callback"
 	"github.com/celerybridge/celerybridge/examples/internal/loadtest"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 // rig is one test's Redis, ports and shared settings; its methods start the services as
@@ -17,6 +18,7 @@ import (
 type rig struct {
 	t               testing.TB
 	redis           *redisServer
+	amqp            *celerytest.VHost // nil: Redis is the broker; else tasks go through this RabbitMQ vhost
 	dir             string
 	apiPort         int
 	recvPort        int
@@ -35,13 +37,18 @@ func (r *rig) receiverURL() string { return fmt.Sprintf("http://127.0.0.1:%d", r
 
 // env is what every service of the rig shares.
 func (r *rig) env(extra ...string) []string {
-	return environ(append([]string{
-		"REDIS_URL=" + r.redis.URL(0),
-		"CALLBACK_URL=" + r.receiverURL() + "/receive-task-result",
-		"TASK_SLEEP=" + r.taskSleep,
+	var broker []string
+	if r.amqp != nil {
+		// Tasks through RabbitMQ; results, id mappings and the callback outbox on the Redis.
+		broker = []string{"CELERY_BROKER_URL=" + r.amqp.URL(), "RESULT_URL=" + r.redis.URL(0)}
+	}
+	return environ(append(append(broker,
+		"REDIS_URL="+r.redis.URL(0),
+		"CALLBACK_URL="+r.receiverURL()+"/receive-task-result",
+		"TASK_SLEEP="+r.taskSleep,
 		"CONCURRENCY=1",
 		"SHUTDOWN_TIMEOUT=10",
-	}, extra...)...)
+	), extra...)...)
 }
 
 // goReceiver starts examples/callback_receiver with its SQLite store in the test's directory (the

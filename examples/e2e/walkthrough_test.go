@@ -168,7 +168,7 @@ func workspace(t *testing.T, root, venvDir string) string {
 }
 
 // portAssign rewrites the walkthrough's well-known ports in settings blocks.
-var portAssign = regexp.MustCompile(`\b(REDIS_PORT|API_PORT|RECEIVER_PORT|PG_PORT)=\d+`)
+var portAssign = regexp.MustCompile(`\b(REDIS_PORT|API_PORT|RECEIVER_PORT|PG_PORT|AMQP_PORT|AMQP_DIST_PORT|EPMD_PORT|AMQP_API_PORT)=\d+`)
 
 // freshEnv is the environment of a newly opened terminal: the developer's, without the rig's
 // variables and without any Python venv (VIRTUAL_ENV, a venv's bin on PATH), so a command that
@@ -212,10 +212,17 @@ func TestWalkthrough(t *testing.T) {
 	if pg, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres"); len(pg) == 0 {
 		missing(t, "PostgreSQL is not installed (/usr/lib/postgresql/*/bin; .ci/setup.sh installs it); section 4.5 runs it")
 	}
-	ports := map[string]int{"REDIS_PORT": freePort(t), "API_PORT": freePort(t), "RECEIVER_PORT": freePort(t), "PG_PORT": freePort(t)}
+	if _, err := os.Stat("/usr/lib/rabbitmq/bin/rabbitmq-server"); err != nil {
+		missing(t, "rabbitmq-server is not installed (/usr/lib/rabbitmq/bin; .ci/setup.sh installs it); section 8 runs it")
+	}
+	ports := map[string]int{"REDIS_PORT": freePort(t), "API_PORT": freePort(t), "RECEIVER_PORT": freePort(t), "PG_PORT": freePort(t),
+		"AMQP_PORT": freePort(t), "AMQP_DIST_PORT": freePort(t), "EPMD_PORT": freePort(t), "AMQP_API_PORT": freePort(t)}
 	// Section 4.5's PostgreSQL keeps its data in /tmp/celerybridge-pg-$PG_PORT; drop it after
 	// the terminals are closed (the deferred Ctrl-Cs below run before the cleanups).
-	t.Cleanup(func() { os.RemoveAll(fmt.Sprintf("/tmp/celerybridge-pg-%d", ports["PG_PORT"])) })
+	t.Cleanup(func() {
+		os.RemoveAll(fmt.Sprintf("/tmp/celerybridge-pg-%d", ports["PG_PORT"]))
+		os.RemoveAll(fmt.Sprintf("/tmp/celerybridge-rabbitmq-%d", ports["AMQP_PORT"])) // section 8's node
+	})
 	terms := map[string]*terminal{}
 	var opened []*terminal
 	var each []block

@@ -31,7 +31,7 @@ func main() {
 		if err != nil {
 			return err
 		}
-		log.Info("main_api listening", "addr", ln.Addr().String(), "redis", rig.Redacted(cfg.RedisURL))
+		log.Info("main_api listening", "addr", ln.Addr().String(), "broker", rig.Redacted(cfg.RedisURL), "results", rig.Redacted(cfg.ResultsURL()))
 		return rig.Serve(ctx, e, ln, cfg.ShutdownTimeout)
 	})
 }

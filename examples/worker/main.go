@@ -31,7 +31,7 @@ func main() {
 		if err != nil {
 			return err
 		}
-		log.Info("worker started", "redis", rig.Redacted(cfg.RedisURL), "concurrency", cfg.Concurrency,
+		log.Info("worker started", "broker", rig.Redacted(cfg.RedisURL), "results", rig.Redacted(cfg.ResultsURL()), "concurrency", cfg.Concurrency,
 			"task_sleep", cfg.TaskSleep, "callback_url", cfg.CallbackURL, "fail_every", cfg.FailEvery)
 		return rig.RunWorker(ctx, cold, w, d, cfg.WarmShutdownTimeout, log)
 	})

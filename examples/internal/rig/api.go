@@ -76,7 +76,7 @@ type api struct {
 	cfg      Config
 	log      *slog.Logger
 	pools    []celerycompat.Pool
-	broker   *celerycompat.Broker
+	broker   *celerycompat.Broker // nil when tasks go through another transport (RabbitMQ)
 	producer *celerycompat.Producer
 	backend  *celerycompat.Backend
 	outbox   *callback.Outbox
@@ -114,23 +114,21 @@ func NewAPI(cfg Config, deps Deps) (*echo.Echo, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	db, err := brokerDB(cfg)
-	if err != nil {
-		return nil, err
-	}
 	a := &api{cfg: cfg, log: deps.logger(), pools: []celerycompat.Pool{deps.Broker},
 		ids: idStore{pool: deps.results(), ttl: cfg.ResultExpires}}
 	if deps.Results != nil {
 		a.pools = append(a.pools, deps.Results)
 	}
-	if a.broker, err = celerycompat.NewBroker(deps.Broker, celerycompat.BrokerConfig{DB: db, VisibilityTimeout: cfg.VisibilityTimeout, Logger: a.log}); err != nil {
-		return nil, fmt.Errorf("rig: broker: %w", err)
+	tr, broker, err := deps.transport(cfg, a.log)
+	if err != nil {
+		return nil, err
 	}
+	a.broker = broker // nil on RabbitMQ: /metrics then shows no queue lengths
 	if a.backend, err = celerycompat.NewBackend(deps.results(), celerycompat.BackendConfig{
 		ResultExpires: cfg.ResultExpires, Logger: a.log}); err != nil {
 		return nil, fmt.Errorf("rig: backend: %w", err)
 	}
-	if a.producer, err = celerycompat.NewProducer(a.broker, celerycompat.ProducerConfig{Backend: a.backend}); err != nil {
+	if a.producer, err = celerycompat.NewProducer(tr, celerycompat.ProducerConfig{Backend: a.backend}); err != nil {
 		return nil, fmt.Errorf("rig: producer: %w", err)
 	}
 	a.submitter = newSubmitter(a.ids, a.producer, cfg.RedisTimeout)

@@ -81,10 +81,12 @@ const (
 type Config struct {
 	// RedisURL is the broker: CELERY_BROKER_URL, else REDIS_URL, else DefaultRedisURL. Flag
 	// -redis. CELERY_BROKER_URL comes first because Celery itself lets it override the broker
-	// passed to Celery(), so the Python tasks.py sees that order whatever it reads.
+	// passed to Celery(), so the Python tasks.py sees that order whatever it reads. It may be a
+	// RabbitMQ URL (amqp:// or amqps://, see BrokerIsAMQP): then the result backend, the id
+	// mapping and the callback outbox live on ResultURL, which must be a Redis URL.
 	RedisURL string
 	// ResultURL is the result backend: CELERY_RESULT_BACKEND (which Celery, too, lets override
-	// the code), else RESULT_URL; empty means
+	// the code), else RESULT_URL, else (only when the broker is amqp://) REDIS_URL; empty means
 	// RedisURL (the original uses one URL for both). The API keeps its business-id mapping here,
 	// beside the results. Flag -results.
 	ResultURL string
@@ -192,6 +194,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		CallbackDB:       or(first("CALLBACK_DB"), DefaultCallbackDB),
 		Host:             or(first("HOST"), DefaultHost),
 	}
+	if cfg.ResultURL == "" && cfg.BrokerIsAMQP() {
+		cfg.ResultURL = first("REDIS_URL") // RabbitMQ carries the tasks; Redis the rest
+	}
 	var errs []error
 	parse := func(name string, def any, dst any) {
 		v := first(name)
@@ -278,6 +283,16 @@ func (c Config) Validate() error {
 	for _, u := range []struct{ name, v, master string }{{"redis url", c.RedisURL, c.MasterName},
 		{"result url", c.ResultURL, c.resultMasterName()}} {
 		if u.v == "" && u.name == "result url" {
+			if c.BrokerIsAMQP() {
+				errs = append(errs, errors.New("result url: an amqp:// broker needs a Redis result backend "+
+					"(CELERY_RESULT_BACKEND, RESULT_URL or REDIS_URL): results, id mappings and the callback outbox live there"))
+			}
+			continue
+		}
+		if u.name == "redis url" && c.BrokerIsAMQP() {
+			if _, err := url.Parse(u.v); err != nil {
+				errs = append(errs, fmt.Errorf("broker url: %w", err))
+			}
 			continue
 		}
 		if p, err := celerycompat.ParseRedisURL(u.v); err != nil {
@@ -358,6 +373,13 @@ func (c Config) ResultsURL() string {
 		return c.ResultURL
 	}
 	return c.RedisURL
+}
+
+// BrokerIsAMQP reports whether the broker is RabbitMQ (an amqp:// or amqps:// RedisURL): tasks go
+// through package celerycompat/amqp, everything else through the Redis of ResultURL.
+func (c Config) BrokerIsAMQP() bool {
+	u := strings.ToLower(c.RedisURL)
+	return strings.HasPrefix(u, "amqp://") || strings.HasPrefix(u, "amqps://")
 }
 
 // resultMasterName is the Sentinel master name of the result backend in effect.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/celerybridge/celerybridge/celerycompat"
+	"github.com/celerybridge/celerybridge/celerycompat/amqp"
 )
 
 // poolSize bounds the connections of each pool OpenDeps makes; callers beyond it wait.
@@ -16,8 +17,12 @@ const poolSize = 64
 // Deps are the resources a service uses but does not own.
 type Deps struct {
 	// Broker reaches Config.RedisURL: queues, the callback outbox. Required. The caller owns it
-	// (a *redis.Pool from celerycompat.RedisURL.NewPool does).
+	// (a *redis.Pool from celerycompat.RedisURL.NewPool does). With Transport set it is the
+	// Redis of the result backend, and holds the callback outbox only.
 	Broker celerycompat.Pool
+	// Transport, when set, carries the tasks instead of the Redis broker on Broker: RabbitMQ
+	// through package celerycompat/amqp when Config.RedisURL is amqp://. The caller owns it.
+	Transport celerycompat.Transport
 	// Results reaches the result backend (Config.ResultsURL) and holds the API's id mapping. nil
 	// means Broker.
 	Results celerycompat.Pool
@@ -33,6 +38,23 @@ func (d Deps) results() celerycompat.Pool {
 		return d.Results
 	}
 	return d.Broker
+}
+
+// transport is what tasks travel through: Transport, else a Redis broker on Broker.
+func (d Deps) transport(cfg Config, log *slog.Logger) (celerycompat.Transport, *celerycompat.Broker, error) {
+	if d.Transport != nil {
+		b, _ := d.Transport.(*celerycompat.Broker)
+		return d.Transport, b, nil
+	}
+	db, err := brokerDB(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := celerycompat.NewBroker(d.Broker, celerycompat.BrokerConfig{DB: db, VisibilityTimeout: cfg.VisibilityTimeout, Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("rig: broker: %w", err)
+	}
+	return b, b, nil
 }
 
 func (d Deps) logger() *slog.Logger {
@@ -54,7 +76,14 @@ func (d Deps) check() error {
 // PINGed before use, within a deadline, so stale connections do not fail requests. It does not
 // dial; the services start while Redis is down and answer 503 until
 // it is back. close closes what OpenDeps opened.
+//
+// With an amqp:// broker it connects to RabbitMQ at once (within AMQPDialTimeout; a broker that
+// is not there is an error) and opens one pool, for the Redis result backend, which also holds
+// the callback outbox.
 func OpenDeps(cfg Config, logger *slog.Logger) (d Deps, close func() error, err error) {
+	if cfg.BrokerIsAMQP() {
+		return openAMQPDeps(cfg, logger)
+	}
 	bu, err := celerycompat.ParseRedisURL(cfg.RedisURL)
 	if err != nil {
 		return Deps{}, nil, fmt.Errorf("rig: broker url: %w", err)
@@ -74,6 +103,26 @@ func OpenDeps(cfg Config, logger *slog.Logger) (d Deps, close func() error, err 
 	results := newCheckedPool(ru, poolSize)
 	d.Results = results
 	return d, func() error { return errors.Join(broker.Close(), results.Close()) }, nil
+}
+
+// AMQPDialTimeout bounds OpenDeps' first connection to RabbitMQ.
+const AMQPDialTimeout = 30 * time.Second
+
+func openAMQPDeps(cfg Config, logger *slog.Logger) (Deps, func() error, error) {
+	ru, err := celerycompat.ParseRedisURL(cfg.ResultsURL())
+	if err != nil {
+		return Deps{}, nil, fmt.Errorf("rig: result url: %w", err)
+	}
+	ru.MasterName = cfg.resultMasterName()
+	ctx, cancel := context.WithTimeout(context.Background(), AMQPDialTimeout)
+	defer cancel()
+	tr, err := amqp.New(ctx, amqp.Config{URL: cfg.RedisURL, Logger: logger})
+	if err != nil {
+		return Deps{}, nil, fmt.Errorf("rig: broker: %w", err)
+	}
+	results := newCheckedPool(ru, poolSize)
+	d := Deps{Broker: results, Transport: tr, Logger: logger}
+	return d, func() error { return errors.Join(tr.Close(), results.Close()) }, nil
 }
 
 // brokerDB is the database number of the broker URL (Celery names its fanout channels after it).

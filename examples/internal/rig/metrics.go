@@ -46,7 +46,12 @@ func (a *api) metrics(c echo.Context) error {
 	up := 1
 
 	header(&b, MetricQueueLength, "gauge", "Messages waiting in a Celery queue, per priority step.")
-	if lens, err := a.broker.QueueLengths(ctx, Queue); err != nil {
+	var lens map[int]int
+	var err error
+	if a.broker != nil { // on RabbitMQ queue depths are the broker's own metrics (list_queues)
+		lens, err = a.broker.QueueLengths(ctx, Queue)
+	}
+	if err != nil {
 		up = 0
 		a.log.Warn("metrics: queue lengths", "queue", Queue, "err", err)
 	} else {

@@ -66,14 +66,10 @@ func NewWorker(ctx context.Context, cfg Config, deps Deps) (*celerycompat.Worker
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
-	db, err := brokerDB(cfg)
+	log := deps.logger()
+	broker, _, err := deps.transport(cfg, log)
 	if err != nil {
 		return nil, nil, err
-	}
-	log := deps.logger()
-	broker, err := celerycompat.NewBroker(deps.Broker, celerycompat.BrokerConfig{DB: db, VisibilityTimeout: cfg.VisibilityTimeout, Logger: log})
-	if err != nil {
-		return nil, nil, fmt.Errorf("rig: broker: %w", err)
 	}
 	backend, err := celerycompat.NewBackend(deps.results(), celerycompat.BackendConfig{
 		ResultExtended: true, ResultExpires: cfg.ResultExpires, Logger: log})
