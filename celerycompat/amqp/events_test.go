@@ -188,7 +188,7 @@ func TestPythonReceiverSeesGoEvents(t *testing.T) {
 				}
 			}
 			want := map[string]map[string]any{
-				"task-received":  {"uuid": task.ID, "name": "ev.add", "args": "[2, 3]", "kwargs": "{}"},
+				"task-received":  {"uuid": task.ID, "name": "ev.add", "args": "(2, 3)", "kwargs": "{}"},
 				"task-started":   {"uuid": task.ID},
 				"task-succeeded": {"uuid": task.ID, "result": "5"},
 			}
