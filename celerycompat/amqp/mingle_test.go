@@ -118,3 +118,26 @@ func TestFlowerSeesGoWorkerOverAMQP(t *testing.T) {
 		return v[node] == false
 	})
 }
+
+// TestMailboxSurvivesLostConnection: when RabbitMQ closes every connection of the vhost, the Go
+// worker's mailbox (and the control client's channel) reconnect, and the worker answers again.
+func TestMailboxSurvivesLostConnection(t *testing.T) {
+	tr, v := newTransport(t, Config{})
+	const node = "go@reconnect"
+	w, err := celerycompat.NewWorker(tr, celerycompat.WorkerConfig{Hostname: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runGoWorker(t, w)
+	ctl, err := celerycompat.NewControl(tr, celerycompat.ControlConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answers := func() bool {
+		r, err := ctl.Ping(testCtx(t), celerycompat.BroadcastTo(node))
+		return err == nil && r[node] != nil
+	}
+	eventually(t, 20*time.Second, "the worker answering", answers)
+	v.CloseConnections(t, "test: lost connection")
+	eventually(t, 30*time.Second, "the worker answering after the connection was lost", answers)
+}
