@@ -7,23 +7,20 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/gomodule/redigo/redis"
 	"github.com/google/uuid"
 
 	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
-// Celery's remote-control mailbox ("pidbox", kombu/pidbox.py) over Redis: requests are PUBLISHed
-// on the fanout channel of exchange celery.pidbox, which every worker PSUBSCRIBEs; replies are
-// LPUSHed to the client's reply queue "<oid>.reply.celery.pidbox", found through the binding set
-// of exchange reply.celery.pidbox.
+// Celery's remote-control mailbox ("pidbox", kombu/pidbox.py): requests are broadcast through the
+// fanout exchange celery.pidbox to every worker's queue "<node>.celery.pidbox"; replies go
+// through the direct exchange reply.celery.pidbox to the client's queue
+// "<oid>.reply.celery.pidbox", bound with routing key oid. A Fanout carries them.
 const (
 	pidboxExchange      = "celery.pidbox"
 	pidboxReplyExchange = "reply.celery.pidbox"
@@ -77,7 +74,7 @@ func appendFanoutEnvelope(b, body []byte, headers protocol.PyDict, deliveryMode 
 	return append(b, `"}}`...), nil
 }
 
-// kombuEnvelope is a decoded fanout or reply envelope.
+// kombuEnvelope is a decoded Redis envelope (events, pidbox requests and replies).
 type kombuEnvelope struct {
 	headers map[string]any
 	body    []byte // after base64
@@ -92,20 +89,16 @@ func decodeFanoutEnvelope(raw []byte) (*kombuEnvelope, error) {
 	return &kombuEnvelope{headers: headers, body: body}, nil
 }
 
-// value decodes the body as one JSON value (kombu markers converted).
-func (e *kombuEnvelope) value() (any, error) {
-	v, err := protocol.DecodeJSON(e.body)
-	if err != nil {
-		return nil, &DecodeError{Field: "body", Err: err}
-	}
-	return v, nil
+// delivery is the envelope's content as a Fanout hands it over.
+func (e *kombuEnvelope) delivery() *FanoutDelivery {
+	return &FanoutDelivery{Headers: e.headers, Body: e.body}
 }
 
+// value decodes the body as one JSON value (kombu markers converted).
+func (e *kombuEnvelope) value() (any, error) { return e.delivery().value() }
+
 // headerFloat reads a numeric header (clock, expires); 0 when absent or not a number.
-func (e *kombuEnvelope) headerFloat(k string) float64 {
-	f, _ := numberOption(e.headers[k])
-	return f
-}
+func (e *kombuEnvelope) headerFloat(k string) float64 { return e.delivery().headerFloat(k) }
 
 // controlRequest is a pidbox request body.
 type controlRequest struct {
@@ -182,17 +175,23 @@ type ControlConfig struct {
 // `celery control` send) to every worker, Python or Go, and collects their replies. A Control is
 // safe for concurrent use: each Broadcast binds its own reply queue and removes it afterwards.
 type Control struct {
-	broker *Broker
+	fanout Fanout
+	codec  Codec
 	cfg    ControlConfig
 	log    *slog.Logger
 	now    func() time.Time
 	clock  lamportClock
 }
 
-// NewControl returns a control client publishing through broker.
-func NewControl(broker *Broker, cfg ControlConfig) (*Control, error) {
-	if broker == nil {
-		return nil, fmt.Errorf("%w: nil broker", ErrInvalidConfig)
+// NewControl returns a control client publishing through t, which must carry remote control
+// (a FanoutTransport: *Broker, or package amqp's Transport).
+func NewControl(t Transport, cfg ControlConfig) (*Control, error) {
+	if t == nil || reflectNil(t) {
+		return nil, fmt.Errorf("%w: nil transport", ErrInvalidConfig)
+	}
+	f := fanoutOf(t)
+	if f == nil {
+		return nil, fmt.Errorf("%w: transport %T carries no remote control (not a FanoutTransport)", ErrInvalidConfig, t)
 	}
 	if cfg.Timeout < 0 {
 		return nil, fmt.Errorf("%w: negative control timeout", ErrInvalidConfig)
@@ -200,7 +199,7 @@ func NewControl(broker *Broker, cfg ControlConfig) (*Control, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultControlTimeout
 	}
-	c := &Control{broker: broker, cfg: cfg, log: cfg.Logger, now: cfg.Now}
+	c := &Control{fanout: f, codec: t.Codec(), cfg: cfg, log: cfg.Logger, now: cfg.Now}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -323,12 +322,6 @@ func (c *Control) Broadcast(ctx context.Context, command string, args map[string
 	if args == nil {
 		args = map[string]any{}
 	}
-	conn, err := c.broker.conn(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	keys := c.broker.Keys()
 
 	body := protocol.PyDict{{Key: "method", Value: command}, {Key: "arguments", Value: args}, {Key: "destination", Value: nil}, {Key: "pattern", Value: nil}, {Key: "matcher", Value: nil}}
 	if o.destination != nil {
@@ -342,15 +335,8 @@ func (c *Control) Broadcast(ctx context.Context, command string, args map[string
 	if !o.noReply {
 		ticket, oid = uuid.NewString(), uuid.NewString()
 		body = append(body, protocol.PyItem{Key: "ticket", Value: ticket}, protocol.PyItem{Key: "reply_to", Value: protocol.PyDict{{Key: "exchange", Value: pidboxReplyExchange}, {Key: "routing_key", Value: oid}}})
-		// Bind the reply queue before publishing, as kombu does (maybe_declare of the reply queue),
-		// and remove it with its lists once done.
-		member := BindingMember(oid, "", replyQueue(oid))
-		if _, err := conn.Do("SADD", keys.Binding(pidboxReplyExchange), member); err != nil {
-			return nil, fmt.Errorf("%w: bind reply queue: %w", ErrBroker, err)
-		}
-		defer c.unbind(ctx, oid, member)
 	}
-	markers := c.broker.Codec().PeerVersion.AtLeast(Celery53)
+	markers := c.codec.PeerVersion.AtLeast(Celery53)
 	bodyJSON, err := protocol.AppendJSON(nil, body, 0, markers)
 	if err != nil {
 		return nil, fmt.Errorf("broadcast %s: %w", command, err)
@@ -358,17 +344,27 @@ func (c *Control) Broadcast(ctx context.Context, command string, args map[string
 	start := c.now()
 	expires := float64(start.Add(o.timeout).UnixNano()) / 1e9
 	headers := protocol.PyDict{{Key: "clock", Value: c.clock.forward()}, {Key: "expires", Value: expires}}
-	env, err := appendFanoutEnvelope(nil, bodyJSON, headers, 2, pidboxExchange, "", markers)
+	var inbox ReplyInbox
+	if !o.noReply {
+		// Declare the reply queue before publishing, as kombu does (maybe_declare of the reply
+		// queue), and remove it once done.
+		if inbox, err = c.fanout.OpenReplies(ctx, oid); err != nil {
+			return nil, fmt.Errorf("broadcast %s: %w", command, err)
+		}
+		defer func() {
+			if err := inbox.Close(context.WithoutCancel(ctx)); err != nil {
+				c.log.Warn("could not remove a control reply queue", "queue", replyQueue(oid), "error", err)
+			}
+		}()
+	}
+	err = c.fanout.Broadcast(ctx, &FanoutMessage{Exchange: pidboxExchange, Headers: headers, Body: bodyJSON, DeliveryMode: 2, Markers: markers})
 	if err != nil {
 		return nil, fmt.Errorf("broadcast %s: %w", command, err)
-	}
-	if _, err := conn.Do("PUBLISH", keys.Fanout(pidboxExchange, ""), env); err != nil {
-		return nil, fmt.Errorf("%w: broadcast %s: %w", ErrBroker, command, err)
 	}
 	if o.noReply {
 		return nil, nil
 	}
-	return c.collect(ctx, conn, oid, ticket, start.Add(o.timeout), o.limit)
+	return c.collect(ctx, inbox, ticket, start.Add(o.timeout), o.limit)
 }
 
 func orDefault(s, def string) string {
@@ -378,16 +374,9 @@ func orDefault(s, def string) string {
 	return s
 }
 
-// collect pops replies from the reply queue's lists until deadline or limit.
-func (c *Control) collect(ctx context.Context, conn redis.Conn, oid, ticket string, deadline time.Time, limit int) (Replies, error) {
-	keys := c.broker.Keys()
-	args := make([]any, 0, len(prioritySteps)+1)
-	for _, s := range prioritySteps {
-		args = append(args, keys.Queue(replyQueue(oid), s))
-	}
-	args = append(args, 0)
+// collect takes replies from inbox until deadline or limit.
+func (c *Control) collect(ctx context.Context, inbox ReplyInbox, ticket string, deadline time.Time, limit int) (Replies, error) {
 	replies := Replies{}
-	intTimeout := false // Redis < 6 takes whole seconds only
 	for limit == 0 || len(replies) < limit {
 		if err := ctx.Err(); err != nil {
 			return replies, err
@@ -396,82 +385,37 @@ func (c *Control) collect(ctx context.Context, conn redis.Conn, oid, ticket stri
 		if left <= 0 {
 			break
 		}
-		wait := min(left, time.Second)
-		if dl, ok := ctx.Deadline(); ok {
-			wait = min(wait, max(time.Until(dl), time.Millisecond))
-		}
-		if intTimeout {
-			args[len(args)-1] = int(math.Ceil(wait.Seconds()))
-		} else {
-			args[len(args)-1] = strconv.FormatFloat(max(wait.Seconds(), 0.001), 'f', 3, 64)
-		}
-		v, err := doBlocking(conn, wait, "BRPOP", args...)
-		if err != nil && !intTimeout && strings.Contains(err.Error(), "timeout is not") {
-			intTimeout = true
+		d, err := inbox.Next(ctx, min(left, time.Second))
+		var de *DecodeError
+		switch {
+		case errors.As(err, &de):
+			c.log.Warn("undecodable control reply dropped", "error", err)
 			continue
+		case err != nil && ctx.Err() != nil:
+			return replies, ctx.Err()
+		case err != nil:
+			return replies, fmt.Errorf("collect replies: %w", err)
+		case d != nil:
+			c.addReply(replies, d, ticket)
 		}
-		if errors.Is(err, redis.ErrNil) || (err == nil && v == nil) {
-			continue
-		}
-		if err != nil {
-			return replies, fmt.Errorf("%w: collect replies: %w", ErrBroker, err)
-		}
-		pair, err := redis.ByteSlices(v, nil)
-		if err != nil || len(pair) != 2 {
-			continue
-		}
-		c.addReply(replies, pair[1], ticket)
 	}
 	return replies, nil
 }
 
-// doBlocking runs a blocking command with a read timeout past its own, when the connection
-// supports per-call timeouts (redigo's do).
-func doBlocking(conn redis.Conn, wait time.Duration, cmd string, args ...any) (any, error) {
-	if _, ok := conn.(redis.ConnWithTimeout); ok {
-		return redis.DoWithTimeout(conn, wait+5*time.Second, cmd, args...)
-	}
-	return conn.Do(cmd, args...)
-}
-
-// addReply decodes one reply envelope into replies if it answers ticket (kombu's _collect: the
-// clock is adjusted, expired replies and other tickets' replies are dropped).
-func (c *Control) addReply(replies Replies, raw []byte, ticket string) {
-	env, err := decodeFanoutEnvelope(raw)
-	if err != nil {
-		c.log.Warn("undecodable control reply dropped", "error", err)
-		return
-	}
+// addReply adds one reply to replies if it answers ticket (kombu's _collect: the clock is
+// adjusted, expired replies and other tickets' replies are dropped).
+func (c *Control) addReply(replies Replies, env *FanoutDelivery, ticket string) {
 	c.clock.adjust(int64(env.headerFloat("clock")))
 	if exp := env.headerFloat("expires"); exp > 0 && float64(c.now().UnixNano())/1e9 > exp {
 		return
 	}
-	if t, _ := env.headers["ticket"].(string); t != "" && t != ticket {
+	if t, _ := env.Headers["ticket"].(string); t != "" && t != ticket {
 		return
 	}
-	err = protocol.ScanJSONObject(env.body, func(node string, raw json.RawMessage) {
+	err := protocol.ScanJSONObject(env.Body, func(node string, raw json.RawMessage) {
 		replies[node] = raw
 	})
 	if err != nil {
 		c.log.Warn("undecodable control reply dropped", "error", err)
-	}
-}
-
-// unbind removes the reply queue's binding and lists (kombu's after_reply_message_received).
-func (c *Control) unbind(ctx context.Context, oid, member string) {
-	conn, err := c.broker.conn(context.WithoutCancel(ctx))
-	if err != nil {
-		c.log.Warn("could not remove a control reply queue", "queue", replyQueue(oid), "error", err)
-		return
-	}
-	defer conn.Close()
-	keys := c.broker.Keys()
-	_ = conn.Send("SREM", keys.Binding(pidboxReplyExchange), member)
-	_ = conn.Send("MULTI")
-	for _, s := range prioritySteps {
-		_ = conn.Send("DEL", keys.Queue(replyQueue(oid), s))
-	}
-	if _, err := conn.Do("EXEC"); err != nil {
-		c.log.Warn("could not remove a control reply queue", "queue", replyQueue(oid), "error", err)
 	}
 }

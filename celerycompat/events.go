@@ -14,9 +14,10 @@ import (
 	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
-// Celery events (celery/events/dispatcher.py) over Redis: every event is PUBLISHed on the fanout
-// channel of exchange celeryev ("/<db>.celeryev/<routing key>") inside a kombu envelope, where
-// Flower and `celery events` (PSUBSCRIBE "/<db>.celeryev/*") read them.
+// Celery events (celery/events/dispatcher.py): every event goes to the topic exchange celeryev
+// with its type as routing key ("worker.heartbeat"; task events batched as "task.multi"), where
+// Flower and `celery events` read them. A Fanout carries them (on Redis, PUBLISHed on the
+// channel "/<db>.celeryev/<routing key>" inside a kombu envelope).
 
 const (
 	eventsExchange = "celeryev"
@@ -63,7 +64,7 @@ const (
 // pipelines so that task events cost the task path only a channel send. Safe for concurrent use;
 // start and close are called by Run only, close after every sender has stopped.
 type eventDispatcher struct {
-	broker   *Broker
+	fanout   Fanout
 	hostname string
 	pid      int
 	clock    *lamportClock
@@ -78,8 +79,7 @@ type eventDispatcher struct {
 
 	queue   chan *event
 	dropped atomic.Int64
-	body    []byte // encoding buffers of the publishing goroutine
-	env     []byte
+	body    []byte // encoding buffer of the publishing goroutine
 	stop    chan struct{}
 	done    chan struct{}
 	outage  outageLog
@@ -87,7 +87,7 @@ type eventDispatcher struct {
 
 func newEventDispatcher(w *Worker, clock *lamportClock) *eventDispatcher {
 	d := &eventDispatcher{
-		broker: w.broker, hostname: w.cfg.Hostname, pid: w.pid, clock: clock, now: w.now, log: w.log,
+		fanout: w.fanout, hostname: w.cfg.Hostname, pid: w.pid, clock: clock, now: w.now, log: w.log,
 		markers:  w.transport.Codec().PeerVersion.AtLeast(Celery53),
 		swVer:    w.transport.Codec().PeerVersion.String(),
 		workerOn: !w.cfg.WithoutHeartbeat,
@@ -248,35 +248,17 @@ func (d *eventDispatcher) publish(batch []*event) {
 			d.body = d.body[:start]
 		}
 	}
+	headers := protocol.PyDict{{Key: "hostname", Value: d.hostname}}
+	out := make([]*FanoutMessage, len(msgs))
+	for i, m := range msgs {
+		out[i] = &FanoutMessage{Exchange: eventsExchange, RoutingKey: m.rk, Headers: headers,
+			Body: d.body[m.start:m.end], DeliveryMode: 1, Markers: d.markers}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := d.broker.conn(ctx)
-	if err != nil {
+	if err := d.fanout.PublishEvents(ctx, out); err != nil {
 		d.outage.fail("publish events", err)
 		return
-	}
-	defer c.Close()
-	headers := protocol.PyDict{{Key: "hostname", Value: d.hostname}}
-	keys := d.broker.Keys()
-	for _, m := range msgs {
-		d.env, err = appendFanoutEnvelope(d.env[:0], d.body[m.start:m.end], headers, 1, eventsExchange, m.rk, d.markers)
-		if err == nil {
-			err = c.Send("PUBLISH", keys.Fanout(eventsExchange, m.rk), d.env) // Send copies it out
-		}
-		if err != nil {
-			d.outage.fail("publish events", err)
-			return
-		}
-	}
-	if err := c.Flush(); err != nil {
-		d.outage.fail("publish events", err)
-		return
-	}
-	for range msgs {
-		if _, err := c.Receive(); err != nil {
-			d.outage.fail("publish events", err)
-			return
-		}
 	}
 	d.outage.ok()
 }

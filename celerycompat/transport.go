@@ -15,8 +15,8 @@ import (
 // stays the broker's until the worker acknowledges it, so a worker that dies before its Ack loses
 // nothing (the message is delivered again, to it or another worker, Python or Go).
 //
-// Remote control, events and the result backend do not go through a Transport yet: they are Redis
-// (Worker.Control, WorkerConfig.Events and Backend need a *Broker).
+// Remote control and events go through the optional FanoutTransport (both transports have it);
+// the result backend does not go through a Transport: Backend needs Redis.
 type Transport interface {
 	// PublishBatch sends msgs, each through its DeliveryInfo's exchange and routing key, and
 	// returns one error per message (nil for those sent); the slice is never shorter than msgs. A

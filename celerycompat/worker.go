@@ -115,7 +115,8 @@ type registered struct {
 // Register handlers, then call Run. A Worker is safe for concurrent use.
 type Worker struct {
 	transport Transport
-	broker    *Broker  // the transport when it is Redis; remote control and events need it
+	broker    *Broker  // the transport when it is Redis (stats, add_consumer's declaration)
+	fanout    Fanout   // remote control and events; nil when the transport carries tasks only
 	cons      Consumer // while Run runs
 	producer  *Producer
 	cfg       WorkerConfig
@@ -150,17 +151,19 @@ const (
 )
 
 // NewWorker returns a worker consuming through t: a *Broker (Redis) or another Transport, such
-// as package amqp's. Remote control, mingle, worker heartbeats and SendEvents need a *Broker; on
-// another transport the first three are off, and NewWorker refuses SendEvents.
+// as package amqp's. Remote control, mingle, worker heartbeats and SendEvents need a transport
+// that carries them (a FanoutTransport, as both of those are); on another one the first three are
+// off, and NewWorker refuses SendEvents.
 func NewWorker(t Transport, cfg WorkerConfig) (*Worker, error) {
 	if t == nil || reflectNil(t) {
 		return nil, fmt.Errorf("%w: nil transport", ErrInvalidConfig)
 	}
 	broker, _ := t.(*Broker)
-	if broker == nil && cfg.SendEvents {
-		return nil, fmt.Errorf("%w: SendEvents needs the Redis transport (*Broker)", ErrInvalidConfig)
+	fanout := fanoutOf(t)
+	if fanout == nil && cfg.SendEvents {
+		return nil, fmt.Errorf("%w: SendEvents needs a transport that carries events (FanoutTransport)", ErrInvalidConfig)
 	}
-	if broker == nil { // remote control and worker events are Redis-only so far
+	if fanout == nil {
 		cfg.DisableControl, cfg.WithoutHeartbeat = true, true
 	}
 	if cfg.Concurrency < 0 || cfg.PrefetchMultiplier < 0 || cfg.MaxConcurrency < 0 {
@@ -196,7 +199,7 @@ func NewWorker(t Transport, cfg WorkerConfig) (*Worker, error) {
 		return nil, err
 	}
 	w := &Worker{
-		transport: t, broker: broker, producer: producer, cfg: cfg, log: cfg.Logger, now: cfg.Now,
+		transport: t, broker: broker, fanout: fanout, producer: producer, cfg: cfg, log: cfg.Logger, now: cfg.Now,
 		hooks: cfg.Hooks, pid: pid, tasks: map[string]*registered{},
 		inflight: map[string]*inflight{},
 		stop:     make(chan struct{}), done: make(chan struct{}),

@@ -3,13 +3,10 @@ package celerycompat
 import (
 	"context"
 	"errors"
-	"fmt"
 	"regexp"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/gomodule/redigo/redis"
 
 	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
@@ -115,24 +112,24 @@ func (w *Worker) stopControl() {
 	c.events.close()
 }
 
-// pidboxLoop keeps the worker in the mailbox: bind, subscribe, serve; after a Redis failure it
-// backs off and does it again, logging once per outage.
+// pidboxLoop keeps the worker in the mailbox: join, serve; after a broker failure it backs off
+// and joins again, logging once per outage. Leaving (Close) unbinds the node, as a Celery worker
+// does at shutdown.
 func (w *Worker) pidboxLoop(ctx context.Context, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	keys := w.broker.Keys()
-	member := BindingMember("", "", pidboxQueue(w.cfg.Hostname))
-	defer func() {
-		// Leave the mailbox, as a Celery worker does at shutdown.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if c, err := w.broker.conn(ctx); err == nil {
-			_, _ = redis.DoContext(c, ctx, "SREM", keys.Binding(pidboxExchange), member)
-			c.Close()
+	// The session's context ends with stop, so that a blocked Receive returns.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-sctx.Done():
 		}
 	}()
 	for {
-		err := w.pidboxSession(ctx, stop, member)
-		if err == nil {
+		err := w.pidboxSession(sctx)
+		if err == nil || sctx.Err() != nil {
 			return
 		}
 		d := w.ctl.outage.fail("remote control", err)
@@ -146,77 +143,34 @@ func (w *Worker) pidboxLoop(ctx context.Context, stop <-chan struct{}, done chan
 	}
 }
 
-// pidboxSession binds and subscribes on one connection and serves commands until stop (nil) or
-// a connection failure (the error).
-func (w *Worker) pidboxSession(ctx context.Context, stop <-chan struct{}, member string) error {
-	keys := w.broker.Keys()
-	conn, err := w.broker.conn(ctx)
+// pidboxSession joins the mailbox and serves commands until ctx ends (nil) or the mailbox's
+// connection fails (the error).
+func (w *Worker) pidboxSession(ctx context.Context) error {
+	mb, err := w.fanout.JoinMailbox(ctx, w.cfg.Hostname)
 	if err != nil {
 		return err
 	}
-	if _, err := conn.Do("SADD", keys.Binding(pidboxExchange), member); err != nil {
-		conn.Close()
-		return fmt.Errorf("%w: bind mailbox: %w", ErrBroker, err)
-	}
-	psc := redis.PubSubConn{Conn: conn}
-	if err := psc.PSubscribe(keys.Fanout(pidboxExchange, "")); err != nil {
-		conn.Close()
-		return fmt.Errorf("%w: subscribe mailbox: %w", ErrBroker, err)
-	}
-	// The pinger owns the write side: PING to detect a dead connection, PUNSUBSCRIBE to stop.
-	pingerDone := make(chan struct{})
-	quit := make(chan struct{})
-	go func() {
-		defer close(pingerDone)
-		t := time.NewTicker(pidboxPing)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				_ = psc.PUnsubscribe()
-				return
-			case <-quit:
-				return
-			case <-t.C:
-				if psc.Ping("") != nil {
-					return
-				}
-			}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := mb.Close(cctx); err != nil {
+			w.log.Debug("could not leave the mailbox cleanly", "error", err)
 		}
 	}()
-	err = w.pidboxRead(ctx, psc)
-	close(quit)
-	<-pingerDone
-	conn.Close()
-	return err
-}
-
-func (w *Worker) pidboxRead(ctx context.Context, psc redis.PubSubConn) error {
-	timeouts := true
+	w.ctl.outage.ok()
 	for {
-		var v any
-		if timeouts {
-			v = psc.ReceiveWithTimeout(3 * pidboxPing)
-		} else {
-			v = psc.Receive()
+		d, err := mb.Receive(ctx)
+		var de *DecodeError
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.As(err, &de):
+			w.log.Warn("undecodable remote-control message dropped", "error", err)
+			continue
+		case err != nil:
+			return err
 		}
-		switch m := v.(type) {
-		case redis.Message:
-			w.handleControl(ctx, m.Data)
-		case redis.Subscription:
-			switch {
-			case m.Kind == "psubscribe":
-				w.ctl.outage.ok()
-			case m.Kind == "punsubscribe" && m.Count == 0:
-				return nil
-			}
-		case error:
-			if timeouts && strings.Contains(m.Error(), "does not support") {
-				timeouts = false
-				continue
-			}
-			return fmt.Errorf("%w: mailbox: %w", ErrBroker, m)
-		}
+		w.handleControl(ctx, d)
 	}
 }
 
@@ -224,12 +178,7 @@ func (w *Worker) pidboxRead(ctx context.Context, psc redis.PubSubConn) error {
 var errNoReply = errors.New("no reply")
 
 // handleControl runs one mailbox message the way kombu's Node.handle_message does.
-func (w *Worker) handleControl(ctx context.Context, raw []byte) {
-	env, err := decodeFanoutEnvelope(raw)
-	if err != nil {
-		w.log.Warn("undecodable remote-control message dropped", "error", err)
-		return
-	}
+func (w *Worker) handleControl(ctx context.Context, env *FanoutDelivery) {
 	w.ctl.clock.adjust(int64(env.headerFloat("clock")))
 	body, err := env.value()
 	var req *controlRequest
@@ -333,58 +282,22 @@ func globRegexp(pat string) string {
 	return b.String()
 }
 
-// replyQueueExpires is kombu's reply_queue_expires (seconds): a reply list unused this long goes.
-const replyQueueExpires = 10
-
-// sendReply publishes {"<node>": reply} to the client's reply queue, resolved through the
-// reply.celery.pidbox bindings as kombu's direct exchange does; a client that bound nothing gets
-// its conventional queue "<routing_key>.reply.celery.pidbox". Each push renews a 10 s expiry
-// (kombu's reply_queue_expires), so that a reply arriving after its client left (past its limit
-// or timeout) does not stay in Redis forever.
+// sendReply publishes {"<node>": reply} to the client's reply destination (the request's
+// reply_to), with the request's ticket and the clock in the headers (kombu's _publish_reply).
 func (w *Worker) sendReply(ctx context.Context, req *controlRequest, reply any) error {
-	markers := w.broker.Codec().PeerVersion.AtLeast(Celery53)
+	markers := w.transport.Codec().PeerVersion.AtLeast(Celery53)
 	body, err := protocol.AppendJSON(nil, protocol.PyDict{{Key: w.cfg.Hostname, Value: reply}}, 0, markers)
 	if err != nil {
 		// An unencodable reply value: answer with the error instead, as a Python handler would.
 		body, _ = protocol.AppendJSON(nil, protocol.PyDict{{Key: w.cfg.Hostname, Value: map[string]any{"error": "EncodeError(" + protocol.PyReprFull(err.Error()) + ")"}}}, 0, markers)
 	}
-	rk := req.ReplyTo.RoutingKey
-	exchange := orDefault(req.ReplyTo.Exchange, pidboxReplyExchange)
-	headers := protocol.PyDict{{Key: "ticket", Value: strOrNil(req.Ticket)}, {Key: "clock", Value: w.ctl.clock.forward()}}
-	env, err := appendFanoutEnvelope(nil, body, headers, 1, exchange, rk, markers)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := w.broker.conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	keys := w.broker.Keys()
-	members, err := redis.Strings(redis.DoContext(c, ctx, "SMEMBERS", keys.Binding(exchange)))
-	if err != nil {
-		return fmt.Errorf("%w: read reply bindings: %w", ErrBroker, err)
-	}
-	var lists []string
-	for _, m := range members {
-		if parts := strings.SplitN(m, sep, 3); len(parts) == 3 && parts[0] == rk {
-			lists = append(lists, keys.Queue(parts[2], 0))
-		}
-	}
-	if len(lists) == 0 {
-		lists = []string{keys.Queue(replyQueue(rk), 0)}
-	}
-	for _, l := range lists {
-		_ = c.Send("LPUSH", l, env)
-		_ = c.Send("EXPIRE", l, replyQueueExpires)
-	}
-	_, err = redis.DoContext(c, ctx, "")
-	if err != nil {
-		return fmt.Errorf("%w: send reply: %w", ErrBroker, err)
-	}
-	return nil
+	return w.fanout.Reply(ctx, &FanoutMessage{
+		Exchange: orDefault(req.ReplyTo.Exchange, pidboxReplyExchange), RoutingKey: req.ReplyTo.RoutingKey,
+		Headers: protocol.PyDict{{Key: "ticket", Value: strOrNil(req.Ticket)}, {Key: "clock", Value: w.ctl.clock.forward()}},
+		Body:    body, DeliveryMode: 1, Markers: markers,
+	})
 }
 
 // tokenBucket is kombu's TokenBucket with capacity 1, as Celery builds for a task rate limit.

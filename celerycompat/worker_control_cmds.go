@@ -261,7 +261,6 @@ func (w *Worker) statsInfo() protocol.PyDict {
 		procs[i] = w.pid
 	}
 	active := w.activeCount()
-	keys := w.broker.Keys()
 	return protocol.PyDict{
 		{Key: "total", Value: total}, {Key: "pid", Value: w.pid}, {Key: "clock", Value: strconv.FormatInt(c.clock.value(), 10)},
 		{Key: "uptime", Value: int64(w.now().Sub(started).Round(time.Second) / time.Second)},
@@ -271,17 +270,57 @@ func (w *Worker) statsInfo() protocol.PyDict {
 			{Key: "writes", Value: protocol.PyDict{{Key: "total", Value: w.stats.processed.Load()}, {Key: "avg", Value: "0.00%"}, {Key: "all", Value: ""}, {Key: "raw", Value: ""},
 				{Key: "strategy", Value: nil}, {Key: "inqueues", Value: protocol.PyDict{{Key: "total", Value: conc}, {Key: "active", Value: active}}}}},
 		}},
-		{Key: "broker", Value: protocol.PyDict{
-			{Key: "hostname", Value: nil}, {Key: "userid", Value: nil}, {Key: "virtual_host", Value: strconv.Itoa(keys.DB)}, {Key: "port", Value: nil},
-			{Key: "insist", Value: false}, {Key: "ssl", Value: false}, {Key: "transport", Value: "redis"}, {Key: "connect_timeout", Value: 4},
-			{Key: "transport_options", Value: protocol.PyDict{{Key: "visibility_timeout", Value: w.broker.VisibilityTimeout().Seconds()},
-				{Key: "global_keyprefix", Value: strOrNil(keys.Prefix)}}},
-			{Key: "login_method", Value: nil}, {Key: "uri_prefix", Value: nil}, {Key: "heartbeat", Value: 120.0},
-			{Key: "failover_strategy", Value: "round-robin"}, {Key: "alternates", Value: []any{}},
-		}},
+		{Key: "broker", Value: w.brokerInfo()},
 		{Key: "prefetch_count", Value: conc * w.cfg.PrefetchMultiplier},
 		{Key: "rusage", Value: rusage()},
 	}
+}
+
+// brokerInfo is the "broker" section of stats (kombu's Connection.info()): the Redis one, or
+// what a transport describing itself says (BrokerDescriber).
+func (w *Worker) brokerInfo() protocol.PyDict {
+	if w.broker == nil {
+		if d, ok := w.transport.(BrokerDescriber); ok {
+			return d.BrokerInfo()
+		}
+		return protocol.PyDict{{Key: "transport", Value: nil}}
+	}
+	keys := w.broker.Keys()
+	return protocol.PyDict{
+		{Key: "hostname", Value: nil}, {Key: "userid", Value: nil}, {Key: "virtual_host", Value: strconv.Itoa(keys.DB)}, {Key: "port", Value: nil},
+		{Key: "insist", Value: false}, {Key: "ssl", Value: false}, {Key: "transport", Value: "redis"}, {Key: "connect_timeout", Value: 4},
+		{Key: "transport_options", Value: w.transportOptions()},
+		{Key: "login_method", Value: nil}, {Key: "uri_prefix", Value: nil}, {Key: "heartbeat", Value: 120.0},
+		{Key: "failover_strategy", Value: "round-robin"}, {Key: "alternates", Value: []any{}},
+	}
+}
+
+// transportOptions is broker_transport_options as Celery reports it.
+func (w *Worker) transportOptions() protocol.PyDict {
+	if w.broker == nil {
+		return protocol.PyDict{}
+	}
+	keys := w.broker.Keys()
+	return protocol.PyDict{{Key: "visibility_timeout", Value: w.broker.VisibilityTimeout().Seconds()},
+		{Key: "global_keyprefix", Value: strOrNil(keys.Prefix)}}
+}
+
+// confTransportOptions is broker_transport_options as conf reports it.
+func (w *Worker) confTransportOptions() protocol.PyDict {
+	if w.broker == nil {
+		return protocol.PyDict{}
+	}
+	return protocol.PyDict{{Key: "visibility_timeout", Value: w.broker.VisibilityTimeout().Seconds()}}
+}
+
+// transportName is the broker's kombu transport name ("redis", "amqp").
+func (w *Worker) transportName() string {
+	for _, it := range w.brokerInfo() {
+		if s, ok := it.Value.(string); ok && it.Key == "transport" {
+			return s
+		}
+	}
+	return "unknown"
 }
 
 // activeQueues is Queue.as_dict(recurse=True) for each queue consumed, as Celery declares its
@@ -308,8 +347,8 @@ func (w *Worker) activeQueues() []any {
 
 func (w *Worker) report() string {
 	return fmt.Sprintf("software -> celerybridge (Celery wire %s) go:%s\nplatform -> system:%s arch:%s\n"+
-		"loader -> celerybridge\nsettings -> transport:redis results:%v\n",
-		w.ctl.events.swVer, runtime.Version(), pySystem(), runtime.GOARCH, w.cfg.Backend != nil)
+		"loader -> celerybridge\nsettings -> transport:%s results:%v\n",
+		w.ctl.events.swVer, runtime.Version(), pySystem(), runtime.GOARCH, w.transportName(), w.cfg.Backend != nil)
 }
 
 // confInfo is a small subset of the configuration, with Celery's setting names.
@@ -319,7 +358,7 @@ func (w *Worker) confInfo() protocol.PyDict {
 	conc := c.conc
 	c.mu.Unlock()
 	return protocol.PyDict{
-		{Key: "broker_transport_options", Value: protocol.PyDict{{Key: "visibility_timeout", Value: w.broker.VisibilityTimeout().Seconds()}}},
+		{Key: "broker_transport_options", Value: w.confTransportOptions()},
 		{Key: "task_acks_late", Value: !w.cfg.AcksEarly}, {Key: "task_track_started", Value: w.cfg.TrackStarted},
 		{Key: "task_default_queue", Value: DefaultQueue}, {Key: "worker_concurrency", Value: conc},
 		{Key: "worker_prefetch_multiplier", Value: w.cfg.PrefetchMultiplier},
@@ -456,6 +495,9 @@ func (w *Worker) addConsumer(ctx context.Context, a map[string]any) (any, error)
 // declareQueue writes the queue's bindings as Broker.DeclareQueue does (kombu's declaration of
 // a direct queue named after itself, in both binding tables), within ctx.
 func (w *Worker) declareQueue(ctx context.Context, q string) error {
+	if w.broker == nil {
+		return nil // other transports declare a queue when they start consuming it
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	c, err := w.broker.conn(ctx)

@@ -3,10 +3,9 @@ package celerycompat
 import (
 	"context"
 	"encoding/json"
-	"strings"
+	"errors"
+	"slices"
 	"time"
-
-	"github.com/gomodule/redigo/redis"
 )
 
 // mingleTimeout is how long a starting worker collects hello replies (Celery's Mingle uses
@@ -20,25 +19,30 @@ const mingleTimeout = time.Second
 // addresses the nodes bound to the mailbox by name and stops as soon as each has answered, and
 // does not wait at all when it is alone. Failures are logged, never fatal, as in Celery.
 func (w *Worker) mingle(ctx context.Context) {
+	opts := []BroadcastOption{BroadcastTimeout(mingleTimeout)}
 	others, err := w.mailboxNodes(ctx)
-	if err != nil {
+	switch {
+	case errors.Is(err, errors.ErrUnsupported):
+		// The broker cannot list the mailbox (RabbitMQ): greet everyone and wait the whole
+		// second, as Celery does.
+	case err != nil:
 		w.log.Warn("mingle: could not list the other workers", "error", err)
 		return
-	}
-	if len(others) == 0 {
+	case len(others) == 0:
 		w.log.Info("mingle: all alone")
 		return
+	default:
+		opts = append(opts, BroadcastTo(others...))
 	}
 	w.log.Info("mingle: searching for neighbors")
-	ctl, err := NewControl(w.broker, ControlConfig{Logger: w.log, Now: w.now})
+	ctl, err := NewControl(w.transport, ControlConfig{Logger: w.log, Now: w.now})
 	if err != nil {
 		w.log.Warn("mingle: hello failed", "error", err)
 		return
 	}
 	ctl.clock.adjust(w.ctl.clock.value())
 	revoked := stringsAny(w.ctl.revoked.list())
-	replies, err := ctl.Broadcast(ctx, "hello", map[string]any{"from_node": w.cfg.Hostname, "revoked": revoked},
-		BroadcastTimeout(mingleTimeout), BroadcastTo(others...))
+	replies, err := ctl.Broadcast(ctx, "hello", map[string]any{"from_node": w.cfg.Hostname, "revoked": revoked}, opts...)
 	if err != nil && len(replies) == 0 {
 		w.log.Warn("mingle: hello failed", "error", err)
 		return
@@ -70,25 +74,11 @@ func (w *Worker) mingle(ctx context.Context) {
 	w.log.Info("mingle: sync complete", "nodes", synced)
 }
 
-// mailboxNodes lists the other nodes bound to the control mailbox (their "<node>.celery.pidbox"
-// queues in _kombu.binding.celery.pidbox).
+// mailboxNodes lists the other nodes bound to the control mailbox.
 func (w *Worker) mailboxNodes(ctx context.Context) ([]string, error) {
-	c, err := w.broker.conn(ctx)
+	nodes, err := w.fanout.MailboxNodes(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	members, err := redis.Strings(redis.DoContext(c, ctx, "SMEMBERS", w.broker.Keys().Binding(pidboxExchange)))
-	if err != nil {
-		return nil, err
-	}
-	var nodes []string
-	for _, m := range members {
-		parts := strings.Split(m, sep)
-		node, ok := strings.CutSuffix(parts[len(parts)-1], ".celery.pidbox")
-		if ok && node != "" && node != w.cfg.Hostname {
-			nodes = append(nodes, node)
-		}
-	}
-	return nodes, nil
+	return slices.DeleteFunc(nodes, func(n string) bool { return n == w.cfg.Hostname }), nil
 }

@@ -3,7 +3,9 @@
 // Go producers and workers share queues with Python Celery on RabbitMQ.
 //
 // *Transport implements celerycompat.Transport: celerycompat.NewProducer and NewWorker take it
-// where they take a *celerycompat.Broker on Redis.
+// where they take a *celerycompat.Broker on Redis. It is also a celerycompat.FanoutTransport, so
+// remote control (`celery inspect`/`control`, celerycompat.NewControl, mingle), worker
+// heartbeats and task events work over RabbitMQ too (see Transport.Fanout).
 //
 // What goes on the wire (see celerycompat/protocol.Parts for the message mapping):
 //   - Topology as Celery declares it: for queue Q a durable direct exchange Q (the default queue
@@ -30,6 +32,14 @@
 //     to the durable queue Config.DeadLetterQueue ("celerybridge.deadletter", the name of the
 //     Redis transport's dead-letter list), waits for the confirm, then acks. A crash in between
 //     leaves a duplicate, never a loss.
+//   - Remote control and events as kombu declares them: the celery.pidbox fanout exchange (not
+//     durable) and each worker's "<node>.celery.pidbox" queue (auto-delete, x-expires 10 s,
+//     x-message-ttl 300 s, exclusive when Codec.PeerVersion is 5.5 or later, as Celery's
+//     control_queue_exclusive), replies through the reply.celery.pidbox direct exchange to the
+//     client's "<oid>.reply.celery.pidbox" queue with headers ticket and clock, delivery mode 1;
+//     events on the durable celeryev topic exchange with their routing key and a hostname header.
+//     AMQP cannot list a fanout exchange's queues, so mingle greets every worker and waits its
+//     second, as Celery does.
 //   - A lost connection is re-established with exponential backoff. Messages delivered on the old
 //     channel are the broker's again (it redelivers them with redelivered=true); settling one of
 //     them returns an error wrapping ErrStaleDelivery.

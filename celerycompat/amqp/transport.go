@@ -36,6 +36,9 @@ type Transport struct {
 	pub      *amqp091.Channel // confirm mode; nil until needed or after it closed
 	declared map[string]bool  // queues declared on conn
 	closed   bool
+
+	fanOnce sync.Once
+	fan     *fanout // remote control and events (Fanout)
 }
 
 var _ celerycompat.Transport = (*Transport)(nil)
