@@ -22,7 +22,8 @@ type Config struct {
 	// package celerycompat/amqp's (amqp.New). The App sends and hands out workers through it and
 	// does not close it (the caller does, after the App). Set it instead of BrokerURL; then
 	// GlobalKeyPrefix and VisibilityTimeout, which are Redis transport options, are not read, and
-	// Control and Broker return ErrUnsupportedTransport.
+	// Broker returns ErrUnsupportedTransport (Control works when the transport carries remote
+	// control, as amqp's does: a FanoutTransport).
 	//
 	// It is a field, not a URL scheme New dials itself, because package amqp imports this package
 	// (it implements Transport with this package's types), so this package cannot import it.
@@ -176,13 +177,13 @@ func (a *App) Worker(cfg WorkerConfig) (*Worker, error) {
 // Remote control runs over Redis only so far: on another transport it returns an error wrapping
 // ErrUnsupportedTransport.
 func (a *App) Control(cfg ControlConfig) (*Control, error) {
-	if a.broker == nil {
-		return nil, fmt.Errorf("%w: remote control needs the Redis transport (*Broker)", ErrUnsupportedTransport)
+	if _, ok := a.transport.(FanoutTransport); !ok && a.broker == nil {
+		return nil, fmt.Errorf("%w: %T carries no remote control (not a FanoutTransport)", ErrUnsupportedTransport, a.transport)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = a.cfg.Logger
 	}
-	return NewControl(a.broker, cfg)
+	return NewControl(a.transport, cfg)
 }
 
 // Broker returns the app's Redis broker, for the lower-level API; on another transport (see

@@ -31,8 +31,9 @@ func TestNewApp(t *testing.T) {
 	if _, err := app.Broker(); !errors.Is(err, celerycompat.ErrUnsupportedTransport) {
 		t.Fatalf("Broker() error %v, want ErrUnsupportedTransport", err)
 	}
-	if _, err := app.Control(celerycompat.ControlConfig{}); !errors.Is(err, celerycompat.ErrUnsupportedTransport) {
-		t.Fatalf("Control() error %v, want ErrUnsupportedTransport", err)
+	ctl, err := app.Control(celerycompat.ControlConfig{})
+	if err != nil {
+		t.Fatalf("Control(): %v (the RabbitMQ mailbox carries remote control)", err)
 	}
 
 	w, err := app.Worker(celerycompat.WorkerConfig{Hostname: "app@amqp"})
@@ -57,6 +58,9 @@ func TestNewApp(t *testing.T) {
 	}
 	if got, err := app.AsyncResult(res.ID).Get(ctx); err != nil || fmt.Sprint(got) != "5" {
 		t.Fatalf("AsyncResult(id).Get: %v %v, want 5", got, err)
+	}
+	if replies, err := ctl.Ping(ctx, celerycompat.BroadcastTo("app@amqp")); err != nil || len(replies) != 1 {
+		t.Fatalf("app.Control().Ping: %v %v, want the worker's pong", replies, err)
 	}
 	stop()
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
