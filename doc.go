@@ -19,9 +19,9 @@
 //	                         and the standard library; nothing of callback or examples.
 //	celerycompat/internal/rdb
 //	                         the Redis layer: every key, Lua script (with its KEYS and ARGV),
-//	                         pipeline and subscription of the broker, backend and chords. Imports
-//	                         only redigo and the standard library. celerycompat reaches Redis
-//	                         through it (remote control and events are moving there).
+//	                         pipeline and subscription of the broker, backend, chords, remote
+//	                         control and events. Imports only redigo and the standard library;
+//	                         nothing else in celerycompat sends a Redis command (a test checks).
 //	celerycompat/amqp        the RabbitMQ transport (kombu's py-amqp wire): a
 //	                         celerycompat.Transport on rabbitmq/amqp091-go. Imports celerycompat,
 //	                         celerycompat/protocol and amqp091-go; celerycompat never imports it,

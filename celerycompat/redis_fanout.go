@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/celerybridge/celerybridge/celerycompat/internal/rdb"
+
 	"github.com/gomodule/redigo/redis"
 )
 
@@ -39,12 +41,12 @@ func (f redisFanout) JoinMailbox(ctx context.Context, node string) (Mailbox, err
 	if err != nil {
 		return nil, err
 	}
-	if _, err := redis.DoContext(conn, ctx, "SADD", keys.Binding(pidboxExchange), member); err != nil {
+	if err := rdb.Bind(ctx, conn, keys, pidboxExchange, member); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("%w: bind mailbox: %w", ErrBroker, err)
 	}
 	psc := redis.PubSubConn{Conn: conn}
-	if err := psc.PSubscribe(keys.Fanout(pidboxExchange, "")); err != nil {
+	if err := rdb.PSubscribe(psc, keys.Fanout(pidboxExchange, "")); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("%w: subscribe mailbox: %w", ErrBroker, err)
 	}
@@ -125,12 +127,12 @@ func (m *redisMailbox) ping() {
 	for {
 		select {
 		case <-m.quit:
-			_ = m.psc.PUnsubscribe()
+			_ = rdb.PUnsubscribe(m.psc)
 			return
 		case <-m.readerDone:
 			return
 		case <-t.C:
-			if m.psc.Ping("") != nil {
+			if rdb.PingPubSub(m.psc) != nil {
 				return
 			}
 		}
@@ -178,7 +180,7 @@ func (m *redisMailbox) Close(ctx context.Context) error {
 			return
 		}
 		defer c.Close()
-		if _, cerr := redis.DoContext(c, ctx, "SREM", m.f.b.Keys().Binding(pidboxExchange), m.member); cerr != nil {
+		if cerr := rdb.Unbind(ctx, c, m.f.b.Keys(), pidboxExchange, m.member); cerr != nil {
 			err = fmt.Errorf("%w: leave mailbox: %w", ErrBroker, cerr)
 		}
 	})
@@ -192,7 +194,7 @@ func (f redisFanout) MailboxNodes(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	defer c.Close()
-	members, err := redis.Strings(redis.DoContext(c, ctx, "SMEMBERS", f.b.Keys().Binding(pidboxExchange)))
+	members, err := rdb.BindingsContext(ctx, c, f.b.Keys(), pidboxExchange)
 	if err != nil {
 		return nil, fmt.Errorf("%w: list mailbox: %w", ErrBroker, err)
 	}
@@ -217,7 +219,7 @@ func (f redisFanout) Broadcast(ctx context.Context, m *FanoutMessage) error {
 		return err
 	}
 	defer c.Close()
-	if _, err := redis.DoContext(c, ctx, "PUBLISH", f.b.Keys().Fanout(m.Exchange, m.RoutingKey), env); err != nil {
+	if err := rdb.Publish(ctx, c, f.b.Keys().Fanout(m.Exchange, m.RoutingKey), env); err != nil {
 		return fmt.Errorf("%w: publish to %s: %w", ErrBroker, m.Exchange, err)
 	}
 	return nil
@@ -238,7 +240,7 @@ func (f redisFanout) Reply(ctx context.Context, m *FanoutMessage) error {
 	}
 	defer c.Close()
 	keys := f.b.Keys()
-	members, err := redis.Strings(redis.DoContext(c, ctx, "SMEMBERS", keys.Binding(m.Exchange)))
+	members, err := rdb.BindingsContext(ctx, c, keys, m.Exchange)
 	if err != nil {
 		return fmt.Errorf("%w: read reply bindings: %w", ErrBroker, err)
 	}
@@ -251,11 +253,7 @@ func (f redisFanout) Reply(ctx context.Context, m *FanoutMessage) error {
 	if len(lists) == 0 {
 		lists = []string{keys.Queue(replyQueue(m.RoutingKey), 0)}
 	}
-	for _, l := range lists {
-		_ = c.Send("LPUSH", l, env)
-		_ = c.Send("EXPIRE", l, replyQueueExpires)
-	}
-	if _, err := redis.DoContext(c, ctx, ""); err != nil {
+	if err := rdb.PushReply(ctx, c, lists, env, replyQueueExpires*time.Second); err != nil {
 		return fmt.Errorf("%w: send reply: %w", ErrBroker, err)
 	}
 	return nil
@@ -273,22 +271,17 @@ func (f redisFanout) PublishEvents(ctx context.Context, ms []*FanoutMessage) err
 	defer c.Close()
 	keys := f.b.Keys()
 	var env []byte
-	for _, m := range ms {
-		env, err = appendFanoutEnvelope(env[:0], m.Body, m.Headers, int(m.DeliveryMode), m.Exchange, m.RoutingKey, m.Markers)
-		if err != nil {
-			return err
-		}
-		if err := c.Send("PUBLISH", keys.Fanout(m.Exchange, m.RoutingKey), env); err != nil { // Send copies env out
-			return fmt.Errorf("%w: publish events: %w", ErrBroker, err)
-		}
+	var encErr error
+	err = rdb.PublishMany(c, len(ms), func(i int) (string, []byte, error) {
+		m := ms[i]
+		env, encErr = appendFanoutEnvelope(env[:0], m.Body, m.Headers, int(m.DeliveryMode), m.Exchange, m.RoutingKey, m.Markers)
+		return keys.Fanout(m.Exchange, m.RoutingKey), env, encErr
+	})
+	if encErr != nil {
+		return encErr
 	}
-	if err := c.Flush(); err != nil {
+	if err != nil {
 		return fmt.Errorf("%w: publish events: %w", ErrBroker, err)
-	}
-	for range ms {
-		if _, err := c.Receive(); err != nil {
-			return fmt.Errorf("%w: publish events: %w", ErrBroker, err)
-		}
 	}
 	return nil
 }
@@ -301,16 +294,16 @@ func (f redisFanout) OpenReplies(ctx context.Context, oid string) (ReplyInbox, e
 		return nil, err
 	}
 	member := BindingMember(oid, "", replyQueue(oid))
-	if _, err := redis.DoContext(conn, ctx, "SADD", f.b.Keys().Binding(pidboxReplyExchange), member); err != nil {
+	if err := rdb.Bind(ctx, conn, f.b.Keys(), pidboxReplyExchange, member); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("%w: bind reply queue: %w", ErrBroker, err)
 	}
 	keys := f.b.Keys()
-	args := make([]any, 0, len(prioritySteps)+1)
+	lists := make([]string, 0, len(prioritySteps))
 	for _, s := range prioritySteps {
-		args = append(args, keys.Queue(replyQueue(oid), s))
+		lists = append(lists, keys.Queue(replyQueue(oid), s))
 	}
-	return &redisReplies{f: f, oid: oid, member: member, conn: conn, args: append(args, 0)}, nil
+	return &redisReplies{f: f, oid: oid, member: member, conn: conn, lists: lists}, nil
 }
 
 // redisReplies pops a client's reply lists.
@@ -318,8 +311,8 @@ type redisReplies struct {
 	f           redisFanout
 	oid, member string
 	conn        redis.Conn
-	args        []any // the lists, then BRPOP's timeout
-	intTimeout  bool  // Redis < 6 takes whole seconds only
+	lists       []string // the reply queue's lists, priority steps in order
+	intTimeout  bool     // Redis < 6 takes whole seconds only
 }
 
 // Next BRPOPs one reply for up to wait. An envelope that cannot be read gives a *DecodeError.
@@ -331,25 +324,23 @@ func (r *redisReplies) Next(ctx context.Context, wait time.Duration) (*FanoutDel
 		wait = min(wait, max(time.Until(dl), time.Millisecond))
 	}
 	for {
+		var timeout any = strconv.FormatFloat(max(wait.Seconds(), 0.001), 'f', 3, 64)
 		if r.intTimeout {
-			r.args[len(r.args)-1] = int(math.Ceil(wait.Seconds()))
-		} else {
-			r.args[len(r.args)-1] = strconv.FormatFloat(max(wait.Seconds(), 0.001), 'f', 3, 64)
+			timeout = int(math.Ceil(wait.Seconds()))
 		}
-		v, err := doBlocking(r.conn, wait, "BRPOP", r.args...)
+		pair, err := rdb.BRPop(r.conn, r.lists, timeout, wait)
 		if err != nil && !r.intTimeout && strings.Contains(err.Error(), "timeout is not") {
 			r.intTimeout = true
 			continue
 		}
-		if errors.Is(err, redis.ErrNil) || (err == nil && v == nil) {
+		if errors.Is(err, redis.ErrNil) || (err == nil && pair == nil) {
 			return nil, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: collect replies: %w", ErrBroker, err)
 		}
-		pair, err := redis.ByteSlices(v, nil)
-		if err != nil || len(pair) != 2 {
-			return nil, &DecodeError{Field: "reply", Err: fmt.Errorf("BRPOP gave %T", v)}
+		if len(pair) != 2 {
+			return nil, &DecodeError{Field: "reply", Err: fmt.Errorf("BRPOP gave %d items", len(pair))}
 		}
 		env, err := decodeFanoutEnvelope(pair[1])
 		if err != nil {
@@ -357,15 +348,6 @@ func (r *redisReplies) Next(ctx context.Context, wait time.Duration) (*FanoutDel
 		}
 		return env.delivery(), nil
 	}
-}
-
-// doBlocking runs a blocking command with a read timeout past its own, when the connection
-// supports per-call timeouts (redigo's do).
-func doBlocking(conn redis.Conn, wait time.Duration, cmd string, args ...any) (any, error) {
-	if _, ok := conn.(redis.ConnWithTimeout); ok {
-		return redis.DoWithTimeout(conn, wait+5*time.Second, cmd, args...)
-	}
-	return conn.Do(cmd, args...)
 }
 
 // Close removes the reply queue's binding and lists (kombu's after_reply_message_received).
@@ -376,13 +358,7 @@ func (r *redisReplies) Close(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
-	keys := r.f.b.Keys()
-	_ = conn.Send("SREM", keys.Binding(pidboxReplyExchange), r.member)
-	_ = conn.Send("MULTI")
-	for _, s := range prioritySteps {
-		_ = conn.Send("DEL", keys.Queue(replyQueue(r.oid), s))
-	}
-	if _, err := conn.Do("EXEC"); err != nil {
+	if err := rdb.DropQueue(conn, r.f.b.Keys(), pidboxReplyExchange, r.member, r.lists); err != nil {
 		return fmt.Errorf("%w: remove reply queue %s: %w", ErrBroker, replyQueue(r.oid), err)
 	}
 	return nil

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gomodule/redigo/redis"
+	"github.com/celerybridge/celerybridge/celerycompat/internal/rdb"
 
 	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
@@ -505,9 +505,7 @@ func (w *Worker) declareQueue(ctx context.Context, q string) error {
 		return err
 	}
 	defer c.Close()
-	keys, member := w.broker.Keys(), BindingMember(q, "", q)
-	_ = c.Send("SADD", keys.Binding(q), member)
-	if _, err := redis.DoContext(c, ctx, "SADD", keys.PermanentBinding(q), member); err != nil {
+	if err := rdb.DeclareQueue(ctx, c, w.broker.Keys(), q); err != nil {
 		return fmt.Errorf("%w: declare queue %s: %w", ErrBroker, q, err)
 	}
 	return nil
