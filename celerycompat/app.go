@@ -41,6 +41,10 @@ type Config struct {
 	ResultKeyPrefix string
 	// VisibilityTimeout is broker_transport_options["visibility_timeout"] (default 1 h).
 	VisibilityTimeout time.Duration
+	// SentinelFanoutCompat is broker_transport_options["sentinel_fanout_compat"] (kombu 5.7):
+	// on Sentinel, also publish and listen on the broadcast channels Celery 5.2 and 5.3 use (see
+	// BrokerConfig.SentinelFanoutCompat).
+	SentinelFanoutCompat bool
 	// ResultExpires is result_expires (default 24 h; negative: never).
 	ResultExpires time.Duration
 	// ResultExtended is result_extended.
@@ -106,7 +110,8 @@ func New(cfg Config) (*App, error) {
 		bpool := bu.NewPool(limit)
 		a.pools = append(a.pools, bpool)
 		a.broker, err = NewBroker(bpool, BrokerConfig{GlobalKeyPrefix: cfg.GlobalKeyPrefix, DB: bu.DB,
-			VisibilityTimeout: cfg.VisibilityTimeout, Codec: codec, Logger: cfg.Logger})
+			VisibilityTimeout: cfg.VisibilityTimeout, SentinelFanoutCompat: cfg.SentinelFanoutCompat,
+			Codec: codec, Logger: cfg.Logger})
 		if err != nil {
 			a.closePools()
 			return nil, err

@@ -44,6 +44,13 @@ type BrokerConfig struct {
 	// at least once). See sentinel.go for the guarantee and its cost.
 	WaitReplicas int
 	WaitTimeout  time.Duration
+	// SentinelFanoutCompat is kombu 5.7's sentinel_fanout_compat transport option, for Sentinel
+	// deployments with peers on kombu before 5.4 (Celery 5.2 and 5.3), which name the broadcast
+	// channels "/{db}.<exchange>" literally instead of "/<db>.<exchange>": remote control
+	// requests and events are published on both, the worker's mailbox listens on both, and a
+	// request that arrives on both runs once (by its delivery tag, as kombu does). Set it on
+	// every Go worker and control client of such a deployment while old peers remain.
+	SentinelFanoutCompat bool
 }
 
 // Broker publishes Celery task messages to Redis lists the way kombu's Redis transport does, and

@@ -2,9 +2,11 @@ package celerycompat
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,12 +48,16 @@ func (f redisFanout) JoinMailbox(ctx context.Context, node string) (Mailbox, err
 		return nil, fmt.Errorf("%w: bind mailbox: %w", ErrBroker, err)
 	}
 	psc := redis.PubSubConn{Conn: conn}
-	if err := rdb.PSubscribe(psc, keys.Fanout(pidboxExchange, "")); err != nil {
+	patterns := []string{keys.Fanout(pidboxExchange, "")}
+	if f.b.cfg.SentinelFanoutCompat {
+		patterns = append(patterns, keys.LegacyFanout(pidboxExchange, ""))
+	}
+	if err := rdb.PSubscribe(psc, patterns...); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("%w: subscribe mailbox: %w", ErrBroker, err)
 	}
 	m := &redisMailbox{
-		f: f, member: member, psc: psc,
+		f: f, member: member, psc: psc, dedup: f.b.cfg.SentinelFanoutCompat,
 		msgs: make(chan []byte), errc: make(chan error, 1),
 		quit: make(chan struct{}), readerDone: make(chan struct{}), pingerDone: make(chan struct{}),
 	}
@@ -86,6 +92,36 @@ type redisMailbox struct {
 	readerDone chan struct{}
 	pingerDone chan struct{}
 	closeOnce  sync.Once
+
+	// dedup drops a request that arrives a second time, on the other of the two channels
+	// (SentinelFanoutCompat); seen holds the last delivery tags, oldest first.
+	dedup bool
+	seen  []string
+}
+
+// fanoutDedupSize is how many delivery tags the mailbox remembers (kombu's is 1000).
+const fanoutDedupSize = 1000
+
+// duplicate reports whether raw's delivery tag was seen already, remembering it if not. Only
+// the reader calls it. Envelopes without a tag are never duplicates, as in kombu.
+func (m *redisMailbox) duplicate(raw []byte) bool {
+	var env struct {
+		Properties struct {
+			DeliveryTag string `json:"delivery_tag"`
+		} `json:"properties"`
+	}
+	if json.Unmarshal(raw, &env) != nil || env.Properties.DeliveryTag == "" {
+		return false
+	}
+	tag := env.Properties.DeliveryTag
+	if slices.Contains(m.seen, tag) {
+		return true
+	}
+	if len(m.seen) == fanoutDedupSize {
+		m.seen = m.seen[1:]
+	}
+	m.seen = append(m.seen, tag)
+	return false
 }
 
 func (m *redisMailbox) read() {
@@ -100,6 +136,9 @@ func (m *redisMailbox) read() {
 		}
 		switch x := v.(type) {
 		case redis.Message:
+			if m.dedup && m.duplicate(x.Data) {
+				continue
+			}
 			select {
 			case m.msgs <- x.Data:
 			case <-m.quit:
@@ -208,7 +247,8 @@ func (f redisFanout) MailboxNodes(ctx context.Context) ([]string, error) {
 	return nodes, nil
 }
 
-// Broadcast PUBLISHes m's envelope on its exchange's fanout channel.
+// Broadcast PUBLISHes m's envelope on its exchange's fanout channel (both names with
+// SentinelFanoutCompat).
 func (f redisFanout) Broadcast(ctx context.Context, m *FanoutMessage) error {
 	env, err := appendFanoutEnvelope(nil, m.Body, m.Headers, int(m.DeliveryMode), m.Exchange, m.RoutingKey, m.Markers)
 	if err != nil {
@@ -219,10 +259,22 @@ func (f redisFanout) Broadcast(ctx context.Context, m *FanoutMessage) error {
 		return err
 	}
 	defer c.Close()
-	if err := rdb.Publish(ctx, c, f.b.Keys().Fanout(m.Exchange, m.RoutingKey), env); err != nil {
+	chans := f.channels(m)
+	if err := rdb.PublishMany(c, len(chans), func(i int) (string, []byte, error) { return chans[i], env, nil }); err != nil {
 		return fmt.Errorf("%w: publish to %s: %w", ErrBroker, m.Exchange, err)
 	}
 	return nil
+}
+
+// channels are the fanout channels m is published on: its exchange's, and with
+// SentinelFanoutCompat also the one kombu before 5.4 uses on Sentinel.
+func (f redisFanout) channels(m *FanoutMessage) []string {
+	keys := f.b.Keys()
+	chans := []string{keys.Fanout(m.Exchange, m.RoutingKey)}
+	if f.b.cfg.SentinelFanoutCompat {
+		chans = append(chans, keys.LegacyFanout(m.Exchange, m.RoutingKey))
+	}
+	return chans
 }
 
 // Reply LPUSHes m's envelope to the lists of the queues bound to m's exchange with its routing
@@ -269,13 +321,18 @@ func (f redisFanout) PublishEvents(ctx context.Context, ms []*FanoutMessage) err
 		return err
 	}
 	defer c.Close()
-	keys := f.b.Keys()
 	var env []byte
 	var encErr error
-	err = rdb.PublishMany(c, len(ms), func(i int) (string, []byte, error) {
-		m := ms[i]
-		env, encErr = appendFanoutEnvelope(env[:0], m.Body, m.Headers, int(m.DeliveryMode), m.Exchange, m.RoutingKey, m.Markers)
-		return keys.Fanout(m.Exchange, m.RoutingKey), env, encErr
+	per := 1
+	if f.b.cfg.SentinelFanoutCompat {
+		per = 2 // the same envelope on both channels
+	}
+	err = rdb.PublishMany(c, per*len(ms), func(i int) (string, []byte, error) {
+		m := ms[i/per]
+		if i%per == 0 {
+			env, encErr = appendFanoutEnvelope(env[:0], m.Body, m.Headers, int(m.DeliveryMode), m.Exchange, m.RoutingKey, m.Markers)
+		}
+		return f.channels(m)[i%per], env, encErr
 	})
 	if encErr != nil {
 		return encErr

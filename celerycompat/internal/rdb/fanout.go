@@ -28,8 +28,14 @@ func BindingsContext(ctx context.Context, c redis.Conn, k Keys, exchange string)
 	return redis.Strings(redis.DoContext(c, ctx, "SMEMBERS", k.Binding(exchange)))
 }
 
-// PSubscribe subscribes psc to pattern.
-func PSubscribe(psc redis.PubSubConn, pattern string) error { return psc.PSubscribe(pattern) }
+// PSubscribe subscribes psc to patterns.
+func PSubscribe(psc redis.PubSubConn, patterns ...string) error {
+	args := make([]any, len(patterns))
+	for i, p := range patterns {
+		args[i] = p
+	}
+	return psc.PSubscribe(args...)
+}
 
 // PUnsubscribe ends every pattern subscription of psc.
 func PUnsubscribe(psc redis.PubSubConn) error { return psc.PUnsubscribe() }

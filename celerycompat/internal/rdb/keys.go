@@ -94,6 +94,16 @@ func (k Keys) Fanout(exchange, routingKey string) string {
 	return ch
 }
 
+// LegacyFanout is Fanout as kombu before 5.4 names it on Sentinel: the prefix "/{db}." literally,
+// without the database number (kombu 5.7's sentinel_fanout_compat publishes and listens on both).
+func (k Keys) LegacyFanout(exchange, routingKey string) string {
+	ch := k.Prefix + "/{db}." + exchange
+	if routingKey != "" {
+		ch += "/" + routingKey
+	}
+	return ch
+}
+
 func (k Keys) resultPrefix() string {
 	p := k.ResultPrefix
 	if p == "" {
