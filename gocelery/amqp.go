@@ -69,9 +69,13 @@ type AMQPCeleryBroker struct {
 	Rate int
 	// Protocol is the task message protocol Delay writes: 2 (the default) or 1.
 	Protocol int
+	// URL is the broker URL the engine connects to (set by NewAMQPCeleryBroker). A broker built
+	// by NewAMQPCeleryBrokerByConnAndChannel needs it set when Connection's credentials cannot
+	// be read back (amqp091-go erases them from an open connection): the engine opens its own
+	// connection, and celerycompat/amqp cannot run on a caller's connection.
+	URL string
 
-	url     string // from NewAMQPCeleryBroker; else derived from Connection
-	dialErr error  // why NewAMQPCeleryBroker could not connect
+	dialErr error // why NewAMQPCeleryBroker could not connect
 
 	mu        sync.Mutex // guards the engine fields below
 	transport *celeryamqp.Transport
@@ -141,7 +145,7 @@ func redactURL(s string) string {
 func NewAMQPCeleryBroker(host string) *AMQPCeleryBroker {
 	conn, ch, err := NewAMQPConnectionContext(context.Background(), host)
 	b := NewAMQPCeleryBrokerByConnAndChannel(conn, ch)
-	b.url, b.dialErr = host, err
+	b.URL, b.dialErr = host, err
 	return b
 }
 
@@ -197,7 +201,7 @@ func (b *AMQPCeleryBroker) engine(ctx context.Context) (*celeryamqp.Transport, *
 	if err != nil {
 		return nil, nil, err
 	}
-	u := b.url
+	u := b.URL
 	if u == "" {
 		if u, err = connectionURL(b.Connection); err != nil {
 			return nil, nil, err
@@ -221,7 +225,8 @@ func (b *AMQPCeleryBroker) engine(ctx context.Context) (*celeryamqp.Transport, *
 }
 
 // connectionURL rebuilds the URL of an open connection (address, vhost, PLAIN or AMQPLAIN
-// credentials), so the engine can open a connection of its own to the same place.
+// credentials), so the engine can open a connection of its own to the same place. amqp091-go
+// 1.17 erases the password once the connection is open; then it is an error asking for URL.
 func connectionURL(conn *amqp.Connection) (string, error) {
 	if conn == nil {
 		return "", fmt.Errorf("%w: AMQPCeleryBroker has no Connection", ErrConfig)
@@ -241,13 +246,17 @@ func connectionURL(conn *amqp.Connection) (string, error) {
 	for _, a := range conn.Config.SASL {
 		switch a := a.(type) {
 		case *amqp.PlainAuth:
-			u.User = url.UserPassword(a.Username, a.Password)
+			if a.Password != "" {
+				u.User = url.UserPassword(a.Username, a.Password)
+			}
 		case *amqp.AMQPlainAuth:
-			u.User = url.UserPassword(a.Username, a.Password)
+			if a.Password != "" {
+				u.User = url.UserPassword(a.Username, a.Password)
+			}
 		}
 	}
 	if u.User == nil {
-		return "", fmt.Errorf("%w: the connection's SASL mechanism cannot be reused; use NewAMQPCeleryBroker with a URL", ErrConfig)
+		return "", fmt.Errorf("%w: AMQPCeleryBroker.URL is not set and the credentials of Connection cannot be read back; set URL to the broker URL the connection was dialled with", ErrConfig)
 	}
 	return u.String(), nil
 }
