@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,4 +105,27 @@ func waitQueues(t *testing.T, v *celerytest.VHost, ok func(map[string]celerytest
 	}
 	t.Fatalf("queues never reached the expected state: %+v", qs)
 	return nil
+}
+
+// TestGoceleryAMQPProgramBuilds builds testdata/amqpprogram, a gocelery v1 program on RabbitMQ
+// (NewAMQPCeleryBroker, NewAMQPCeleryBackend, a connection of its own) with only its import
+// paths changed, as a module of its own, then runs it against a real RabbitMQ: its worker
+// serves its own Delay and DelayKwargs with results in the AMQP backend.
+func TestGoceleryAMQPProgramBuilds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds a module")
+	}
+	bin := buildProgram(t, "amqpprogram")
+	v := amqpVHost(t)
+	run := exec.Command(bin)
+	run.Env = append(os.Environ(), "AMQP_URL="+v.URL())
+	out, err := run.CombinedOutput()
+	if err != nil {
+		t.Fatalf("program: %v\n%s", err, out)
+	}
+	for _, want := range []string{"add: 8334 of type float64", "multiply: 42 ready true stored 42", "done"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("program output lacks %q:\n%s", want, out)
+		}
+	}
 }
