@@ -10,9 +10,9 @@ import (
 	"github.com/google/uuid"
 )
 
-// CeleryBroker is where tasks are sent and taken from. RedisCeleryBroker is the implementation
-// this package runs on its engine; any other implementation is used through these two methods
-// alone (see CeleryWorker).
+// CeleryBroker is where tasks are sent and taken from. RedisCeleryBroker and AMQPCeleryBroker
+// are the implementations this package runs on its engine; any other implementation is used
+// through these two methods alone (see CeleryWorker).
 type CeleryBroker interface {
 	// SendCeleryMessage publishes one message.
 	SendCeleryMessage(*CeleryMessage) error
