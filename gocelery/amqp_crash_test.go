@@ -88,3 +88,38 @@ func amqpCrashChild(url string) {
 	cli.StartWorker()
 	select {}
 }
+
+// TestAMQPResultStoreFailureRunsTaskAgain: while the result backend cannot store, a task the
+// worker ran is not acknowledged without its result (it was, silently, before): it runs again
+// until its result is stored.
+func TestAMQPResultStoreFailureRunsTaskAgain(t *testing.T) {
+	v := amqpVHost(t)
+	broker := gocelery.NewAMQPCeleryBroker(v.URL())
+	t.Cleanup(func() { broker.CloseEngine(); broker.Connection.Close() })
+	backend := gocelery.NewAMQPCeleryBackend(v.URL())
+	t.Cleanup(func() { backend.Connection.Close() })
+	backend.Connection.Close() // every SetResult fails until Reconnect
+	cli, err := gocelery.NewCeleryClient(broker, backend, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := make(chan struct{}, 100)
+	cli.Register("worker.add", func(a, b int) int { runs <- struct{}{}; return a + b })
+	cli.StartWorker()
+	defer cli.StopWorker()
+	ar, err := cli.Delay("worker.add", 2, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // ran, could not store, ran again
+		select {
+		case <-runs:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the task did not run again after its result could not be stored")
+		}
+	}
+	backend.Reconnect()
+	if res, err := ar.Get(30 * time.Second); err != nil || res != 5.0 {
+		t.Fatalf("after the backend is back: Get = %v, %v; want 5", res, err)
+	}
+}

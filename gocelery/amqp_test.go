@@ -3,6 +3,7 @@ package gocelery_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -271,5 +272,45 @@ func TestAMQPBrokerConfig(t *testing.T) {
 	}
 	if _, err := cli.Delay("worker.add", 1, 2); err == nil {
 		t.Error("Delay on an unreachable broker: no error")
+	}
+}
+
+// TestAMQPETAOnIdleQueue: a task with an ETA, alone on an otherwise idle queue, runs when due
+// (it never did while the worker's fetch loop waited on RabbitMQ holding every slot).
+func TestAMQPETAOnIdleQueue(t *testing.T) {
+	for _, n := range []int{1, 2} {
+		t.Run(fmt.Sprint("numWorkers=", n), func(t *testing.T) {
+			v := amqpVHost(t)
+			broker := gocelery.NewAMQPCeleryBroker(v.URL())
+			t.Cleanup(func() { broker.CloseEngine(); broker.Connection.Close() })
+			backend := gocelery.NewAMQPCeleryBackend(v.URL())
+			t.Cleanup(func() { backend.Connection.Close() })
+			cli, err := gocelery.NewCeleryClient(broker, backend, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cli.Register("worker.add", func(a, b int) int { return a + b })
+			cli.StartWorker()
+			defer cli.StopWorker()
+			eta := time.Now().UTC().Add(time.Second).Format("2006-01-02T15:04:05.000000")
+			tm := &gocelery.TaskMessage{ID: fmt.Sprint("eta-", n), Task: "worker.add", Args: []interface{}{1, 2},
+				Kwargs: map[string]interface{}{}, ETA: &eta}
+			body, err := tm.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := broker.SendCeleryMessage(gocelery.NewCeleryMessage(body)); err != nil {
+				t.Fatal(err)
+			}
+			var rm *gocelery.ResultMessage
+			for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				if rm, err = backend.GetResult(tm.ID); err == nil {
+					break
+				}
+			}
+			if rm == nil || rm.Result != 3.0 {
+				t.Fatalf("ETA task: result %+v, %v; want 3", rm, err)
+			}
+		})
 	}
 }

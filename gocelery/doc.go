@@ -142,7 +142,9 @@
 //     takes the message and puts it back, returning ErrResultNotAvailable at once when there
 //     is none, so Get honours its timeout and Ready, AsyncGet and Get can all read a result.
 //     SetResult waits for the broker's confirm, so the task is acknowledged only once its
-//     result is held.
+//     result is held; when it cannot store (as with any backend known only through
+//     CeleryBackend), the worker runs the task again a second later instead of acknowledging
+//     it without a result.
 //   - Added, not changed: AMQPCeleryBroker.Protocol, URL and CloseEngine, and
 //     NewAMQPConnectionContext.
 //

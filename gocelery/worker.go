@@ -159,12 +159,20 @@ func (w *CeleryWorker) handler(name string) celerycompat.Handler {
 				rm = failureMessage(req.ID, err)
 			}
 			if serr := w.backend.SetResult(req.ID, rm); serr != nil {
-				return nil, fmt.Errorf("gocelery: store result %s: %w", req.ID, serr)
+				// The result is not stored: run the task again later rather than acknowledge
+				// it with no result (as many times as it takes; the retry is published before
+				// this message is acknowledged, so a crash meanwhile loses nothing either).
+				return nil, celerycompat.Retry(fmt.Errorf("gocelery: store result %s: %w", req.ID, serr),
+					celerycompat.RetryIn(storeRetryDelay), celerycompat.RetryMax(-1))
 			}
 		}
 		return v, err
 	})
 }
+
+// storeRetryDelay is how long a task whose result could not be stored waits before it runs
+// again.
+const storeRetryDelay = time.Second
 
 // pollLoop serves a broker known only through CeleryBroker: its GetTaskMessage does not wait,
 // so an empty broker is polled again after a pause that doubles from 1 ms to 50 ms and drops
