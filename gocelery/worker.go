@@ -13,12 +13,12 @@ import (
 )
 
 // CeleryWorker runs registered tasks. On an AMQPCeleryBroker it is celerycompat's worker on
-// the RabbitMQ transport (see AMQPCeleryBroker). On a RedisCeleryBroker it is celerycompat's worker: it
-// fetches atomically into kombu's unacked records, runs up to numWorkers tasks at once, waits
-// on Redis while idle instead of ticking, holds ETA tasks until their time, stores results
-// (SUCCESS and FAILURE with traceback) and acknowledges after the result is stored. On any
-// other CeleryBroker it calls GetTaskMessage from numWorkers goroutines, backing off while the
-// broker is empty. It is safe for concurrent use.
+// the RabbitMQ transport (see AMQPCeleryBroker). On a RedisCeleryBroker it is celerycompat's
+// worker on Redis: it fetches atomically into kombu's unacked records, runs up to numWorkers
+// tasks at once, waits on Redis while idle instead of ticking, holds ETA tasks until their
+// time, stores results (SUCCESS and FAILURE with traceback) and acknowledges after the result
+// is stored. On any other CeleryBroker it calls GetTaskMessage from numWorkers goroutines,
+// backing off while the broker is empty. It is safe for concurrent use.
 type CeleryWorker struct {
 	broker     CeleryBroker
 	backend    CeleryBackend
