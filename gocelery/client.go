@@ -10,9 +10,9 @@ import (
 	"github.com/google/uuid"
 )
 
-// CeleryBroker is where tasks are sent and taken from. RedisCeleryBroker is the implementation
-// this package runs on its engine; any other implementation is used through these two methods
-// alone (see CeleryWorker).
+// CeleryBroker is where tasks are sent and taken from. RedisCeleryBroker and AMQPCeleryBroker
+// are the implementations this package runs on its engine; any other implementation is used
+// through these two methods alone (see CeleryWorker).
 type CeleryBroker interface {
 	// SendCeleryMessage publishes one message.
 	SendCeleryMessage(*CeleryMessage) error
@@ -95,8 +95,8 @@ func (cc *CeleryClient) delay(task string, args []interface{}, kwargs map[string
 	if kwargs == nil {
 		kwargs = map[string]interface{}{}
 	}
-	if rb, ok := cc.broker.(*RedisCeleryBroker); ok {
-		id, err := rb.send(context.Background(), task, args, kwargs)
+	if eb, ok := cc.broker.(engineBroker); ok {
+		id, err := eb.send(context.Background(), task, args, kwargs)
 		if err != nil {
 			return nil, err
 		}
@@ -112,6 +112,15 @@ func (cc *CeleryClient) delay(task string, args []interface{}, kwargs map[string
 		return nil, fmt.Errorf("gocelery: send %s: %w", task, err)
 	}
 	return &AsyncResult{TaskID: tm.ID, backend: cc.backend}, nil
+}
+
+// engineBroker is a broker this package runs on celerycompat (RedisCeleryBroker,
+// AMQPCeleryBroker): Delay sends through its producer and CeleryWorker runs celerycompat.Worker
+// on its transport.
+type engineBroker interface {
+	send(ctx context.Context, task string, args []any, kwargs map[string]any, opts ...celerycompat.SendOption) (string, error)
+	transportFor(ctx context.Context) (celerycompat.Transport, error)
+	queue() string
 }
 
 // AsyncResult is the handle on one task's result. It is safe for concurrent use.

@@ -29,6 +29,8 @@
 //     AsyncResult.get() wakes at once; a task error is stored as FAILURE with the exception and
 //     a traceback, a panic with its Go stack. AsyncResult.Get waits on the PUBLISH.
 //
+// On an AMQPCeleryBroker the same engine runs on RabbitMQ (see the RabbitMQ section).
+//
 // Any other CeleryBroker or CeleryBackend implementation is used only through its interface
 // methods, as gocelery used them (see CeleryWorker).
 //
@@ -81,13 +83,70 @@
 //     RedisCeleryBackend.Close, CeleryWorker.SetLogger and Err, NewCeleryMessage,
 //     CeleryMessage.DecodeTaskMessage, and the Err* sentinels.
 //
-// # Not here yet: AMQP
+// # RabbitMQ (AMQP)
 //
-// gocelery's RabbitMQ constructors (NewAMQPCeleryBroker, NewAMQPCeleryBackend,
-// NewAMQPConnection, the ...ByConnAndChannel variants, AMQPExchange, AMQPQueue) are not
-// provided: celerybridge has no RabbitMQ transport yet (issue 14), and this package offers
-// nothing it cannot back with a real one. A program using them does not build until they come
-// with that transport.
+// gocelery's AMQP API is here with the same names and signatures: AMQPExchange,
+// NewAMQPExchange, AMQPQueue, NewAMQPQueue, AMQPCeleryBroker (its exported fields, its methods
+// SendCeleryMessage, GetTaskMessage, StartConsumingChannel, CreateExchange, CreateQueue),
+// NewAMQPConnection, NewAMQPCeleryBroker, NewAMQPCeleryBrokerByConnAndChannel,
+// AMQPCeleryBackend, NewAMQPCeleryBackend and NewAMQPCeleryBackendByConnAndChannel. The AMQP
+// client is github.com/rabbitmq/amqp091-go, the RabbitMQ team's maintained fork of
+// github.com/streadway/amqp with the same API, so the fields are amqp091-go types: a program
+// that builds its own *amqp.Connection or *amqp.Channel for these constructors changes that
+// import too, from "github.com/streadway/amqp" to "github.com/rabbitmq/amqp091-go" (package
+// name amqp091; import it as amqp to keep the call sites).
+//
+// On an AMQPCeleryBroker everything goes through celerycompat on its RabbitMQ transport
+// (package celerycompat/amqp): Delay publishes as Celery does (default exchange, routing key
+// = queue, protocol 2 headers, persistent, correlation_id = task id, publisher confirms), and
+// the worker is celerycompat.Worker: a message is acknowledged after its result is stored, so
+// a worker that dies mid-task loses nothing (RabbitMQ redelivers it when the connection
+// drops), and messages that cannot be decoded or name no registered task go to the queue
+// "celerybridge.deadletter" with the reason in their headers. The queue and exchange are
+// declared as Celery declares them (exchange "celery", direct, durable; queue "celery",
+// durable, bound with routing key "celery"), so Go and Python workers and clients share them.
+// The engine opens a connection of its own, which it re-establishes when lost.
+//
+// Results: Celery 5 removed the "amqp" result backend, so no Python Celery 5 peer reads or
+// writes what AMQPCeleryBackend stores. It keeps gocelery's format for Go-to-Go use (and for
+// programs still on gocelery): a result is one JSON message in a queue named after the task id
+// without dashes, durable, auto-delete, expiring a day after last use. With Python peers use
+// an AMQPCeleryBroker for the tasks and a RedisCeleryBackend for the results, as Celery
+// deployments on RabbitMQ commonly do.
+//
+// How the AMQP part differs from gocelery's, and why:
+//
+//   - Celery's declarations: gocelery declared an auto-deleted exchange "default" (used by
+//     nothing) and NewAMQPExchange made exchanges auto-deleted. RabbitMQ refuses a
+//     re-declaration with other flags (406 PRECONDITION_FAILED, closing the channel), so an
+//     exchange or queue that Python Celery also declares must have Celery's flags: the
+//     brokers use exchange "celery", NewAMQPExchange returns a durable exchange that is not
+//     auto-deleted, CreateQueue binds the queue to the exchange as Celery does, and a broker
+//     whose Exchange or Queue asks for other flags is an error wrapping ErrConfig at its first
+//     use rather than a 406 from the broker.
+//   - Nothing is consumed in the constructor: gocelery's NewAMQPCeleryBroker started a
+//     consumer with prefetch 4 at once, so a program that only sent tasks held up to four
+//     of them un-run until it exited. GetTaskMessage starts its consumer on first use
+//     (StartConsumingChannel starts it earlier) and returns (nil, nil) when no task arrives,
+//     as RedisCeleryBroker does, where gocelery returned an error.
+//   - No panics: gocelery's constructors panicked when the broker could not be reached.
+//     NewAMQPConnection returns (nil, nil) instead (NewAMQPConnectionContext returns the
+//     error); NewAMQPCeleryBroker and NewAMQPCeleryBackend return values whose methods, Delay
+//     and the worker return the connection error; Reconnect likewise.
+//   - A broker made by NewAMQPCeleryBrokerByConnAndChannel needs its URL field set:
+//     amqp091-go erases the password of an open connection, and the engine must dial its own
+//     (celerycompat/amqp runs on connections it dials, to re-establish them). Without URL its
+//     first use is an error wrapping ErrConfig that says so. NewAMQPCeleryBroker sets URL.
+//   - Reading a result does not consume it: gocelery's GetResult removed the message (and
+//     blocked for ever if there was none, so Get's timeout never applied). Here GetResult
+//     takes the message and puts it back, returning ErrResultNotAvailable at once when there
+//     is none, so Get honours its timeout and Ready, AsyncGet and Get can all read a result.
+//     SetResult waits for the broker's confirm, so the task is acknowledged only once its
+//     result is held; when it cannot store (as with any backend known only through
+//     CeleryBackend), the worker runs the task again a second later instead of acknowledging
+//     it without a result.
+//   - Added, not changed: AMQPCeleryBroker.Protocol, URL and CloseEngine, and
+//     NewAMQPConnectionContext.
 //
 // Everything in this package is safe for concurrent use unless its doc says otherwise.
 package gocelery

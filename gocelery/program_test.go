@@ -19,8 +19,29 @@ func TestGocelerySourceProgramBuilds(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds a module")
 	}
+	bin := buildProgram(t, "readmeprogram")
+
+	r := celerytest.StartRedis(t)
+	run := exec.Command(bin)
+	run.Env = append(os.Environ(), "REDIS_URL="+r.URL(0))
+	out, err := run.CombinedOutput()
+	if err != nil {
+		t.Fatalf("program: %v\n%s", err, out)
+	}
+	for _, want := range []string{"add: 8334 of type float64", "multiply: 42 ready true", "done"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("program output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// buildProgram builds testdata/<name>/main.go as a module outside this repository would (a
+// replace directive pointing at this checkout, no network) and returns the binary. The program
+// may import no package of ours but gocelery.
+func buildProgram(t *testing.T, name string) string {
+	t.Helper()
 	root := celerytest.RepoRoot(t)
-	src, err := os.ReadFile(filepath.Join(root, "gocelery", "testdata", "readmeprogram", "main.go"))
+	src, err := os.ReadFile(filepath.Join(root, "gocelery", "testdata", name, "main.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,16 +82,5 @@ func TestGocelerySourceProgramBuilds(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 
-	r := celerytest.StartRedis(t)
-	run := exec.Command(bin)
-	run.Env = append(os.Environ(), "REDIS_URL="+r.URL(0))
-	out, err := run.CombinedOutput()
-	if err != nil {
-		t.Fatalf("program: %v\n%s", err, out)
-	}
-	for _, want := range []string{"add: 8334 of type float64", "multiply: 42 ready true", "done"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("program output lacks %q:\n%s", want, out)
-		}
-	}
+	return bin
 }

@@ -101,6 +101,15 @@ func (cb *RedisCeleryBroker) engine(ctx context.Context) (*celerycompat.Broker, 
 	return cb.broker, cb.producer, cb.initErr
 }
 
+// transportFor gives CeleryWorker the engine's broker (engineBroker).
+func (cb *RedisCeleryBroker) transportFor(ctx context.Context) (celerycompat.Transport, error) {
+	broker, _, err := cb.engine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return broker, nil
+}
+
 // poolDB asks Redis which database the pool's connections select (CLIENT INFO, Redis 6.2+),
 // because the broker names its fanout channels after it and checks it. Older servers do not
 // answer; their database is taken as 0, which is what a URL without a path selects.

@@ -12,12 +12,13 @@ import (
 	"github.com/celerybridge/celerybridge/celerycompat/protocol"
 )
 
-// CeleryWorker runs registered tasks. On a RedisCeleryBroker it is celerycompat's worker: it
-// fetches atomically into kombu's unacked records, runs up to numWorkers tasks at once, waits
-// on Redis while idle instead of ticking, holds ETA tasks until their time, stores results
-// (SUCCESS and FAILURE with traceback) and acknowledges after the result is stored. On any
-// other CeleryBroker it calls GetTaskMessage from numWorkers goroutines, backing off while the
-// broker is empty. It is safe for concurrent use.
+// CeleryWorker runs registered tasks. On an AMQPCeleryBroker it is celerycompat's worker on
+// the RabbitMQ transport (see AMQPCeleryBroker). On a RedisCeleryBroker it is celerycompat's
+// worker on Redis: it fetches atomically into kombu's unacked records, runs up to numWorkers
+// tasks at once, waits on Redis while idle instead of ticking, holds ETA tasks until their
+// time, stores results (SUCCESS and FAILURE with traceback) and acknowledges after the result
+// is stored. On any other CeleryBroker it calls GetTaskMessage from numWorkers goroutines,
+// backing off while the broker is empty. It is safe for concurrent use.
 type CeleryWorker struct {
 	broker     CeleryBroker
 	backend    CeleryBackend
@@ -73,8 +74,8 @@ func (w *CeleryWorker) StartWorkerWithContext(ctx context.Context) {
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	w.cancel, w.done, w.lastErr = cancel, done, nil
-	if rb, ok := w.broker.(*RedisCeleryBroker); ok {
-		if err := w.startEngine(wctx, rb, done); err != nil {
+	if eb, ok := w.broker.(engineBroker); ok {
+		if err := w.startEngine(wctx, eb, done); err != nil {
 			w.lastErr = err
 			w.logf(ctx, "worker did not start", err)
 			cancel()
@@ -100,13 +101,13 @@ func (w *CeleryWorker) StartWorkerWithContext(ctx context.Context) {
 }
 
 // startEngine runs celerycompat's worker on the broker's engine. Called with w.mu held.
-func (w *CeleryWorker) startEngine(ctx context.Context, rb *RedisCeleryBroker, done chan struct{}) error {
-	broker, _, err := rb.engine(ctx)
+func (w *CeleryWorker) startEngine(ctx context.Context, eb engineBroker, done chan struct{}) error {
+	broker, err := eb.transportFor(ctx)
 	if err != nil {
 		return err
 	}
 	cfg := celerycompat.WorkerConfig{
-		Queues:      []string{rb.queue()},
+		Queues:      []string{eb.queue()},
 		Concurrency: w.numWorkers,
 		Logger:      w.logger,
 	}
@@ -158,12 +159,20 @@ func (w *CeleryWorker) handler(name string) celerycompat.Handler {
 				rm = failureMessage(req.ID, err)
 			}
 			if serr := w.backend.SetResult(req.ID, rm); serr != nil {
-				return nil, fmt.Errorf("gocelery: store result %s: %w", req.ID, serr)
+				// The result is not stored: run the task again later rather than acknowledge
+				// it with no result (as many times as it takes; the retry is published before
+				// this message is acknowledged, so a crash meanwhile loses nothing either).
+				return nil, celerycompat.Retry(fmt.Errorf("gocelery: store result %s: %w", req.ID, serr),
+					celerycompat.RetryIn(storeRetryDelay), celerycompat.RetryMax(-1))
 			}
 		}
 		return v, err
 	})
 }
+
+// storeRetryDelay is how long a task whose result could not be stored waits before it runs
+// again.
+const storeRetryDelay = time.Second
 
 // pollLoop serves a broker known only through CeleryBroker: its GetTaskMessage does not wait,
 // so an empty broker is polled again after a pause that doubles from 1 ms to 50 ms and drops
