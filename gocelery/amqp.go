@@ -267,7 +267,7 @@ func (b *AMQPCeleryBroker) transportFor(ctx context.Context) (celerycompat.Trans
 	if err != nil {
 		return nil, err
 	}
-	return idleTransport{tr}, nil
+	return tr, nil
 }
 
 func (b *AMQPCeleryBroker) send(ctx context.Context, task string, args []any, kwargs map[string]any, opts ...celerycompat.SendOption) (string, error) {

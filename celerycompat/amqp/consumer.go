@@ -240,11 +240,14 @@ func (c *consumer) reopen() <-chan *amqp091.Error {
 }
 
 // applyQos sends basic.qos when the prefetch changed. On quorum queues (per-consumer QoS) the
-// prefetch stays as consuming started, as in Celery.
+// prefetch stays as consuming started, as in Celery. It holds opMu: a synchronous call beside
+// SetQueues' on the same channel could take its reply.
 func (c *consumer) applyQos() {
 	if !c.global {
 		return
 	}
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
 	p := c.prefetch()
 	c.mu.Lock()
 	ch, applied := c.ch, c.applied
@@ -275,8 +278,9 @@ func (c *consumer) Hold(n int) {
 	}
 }
 
-// Next returns between one and max deliveries (celerycompat.Consumer): it waits for one, then
-// takes what else has arrived, up to max. Deliveries that arrived on a channel lost since are
+// Next returns up to max deliveries (celerycompat.Consumer): it waits for one, at most
+// ConsumerConfig.IdleWait (default 1 s; then it returns none), then takes what else has arrived,
+// up to max. Deliveries that arrived on a channel lost since are
 // skipped: the broker has taken them back and delivers them again. A lost connection is not an
 // error of Next: it waits while the consumer reconnects. It returns ErrClosed once the consumer
 // or its Transport is closed.
@@ -285,6 +289,12 @@ func (c *consumer) Next(ctx context.Context, max int) ([]*celerycompat.Delivery,
 		return nil, fmt.Errorf("%w: Next needs max >= 1", celerycompat.ErrInvalidConfig)
 	}
 	var out []*celerycompat.Delivery
+	idle := c.cfg.IdleWait
+	if idle <= 0 {
+		idle = time.Second
+	}
+	lapse := time.NewTimer(idle)
+	defer lapse.Stop()
 	for len(out) == 0 {
 		select {
 		case in := <-c.in:
@@ -295,6 +305,10 @@ func (c *consumer) Next(ctx context.Context, max int) ([]*celerycompat.Delivery,
 			return nil, ctx.Err()
 		case <-c.gone:
 			return nil, ErrClosed
+		case <-lapse.C:
+			// Nothing for a while: return, as the Consumer contract says, so that the worker's
+			// window can move (an ETA task whose time came needs the slot this call holds).
+			return nil, nil
 		}
 	}
 	for len(out) < max {

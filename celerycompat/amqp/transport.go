@@ -37,6 +37,12 @@ type Transport struct {
 	declared map[string]bool  // queues declared on conn
 	closed   bool
 
+	// pubMu serializes what is sent on the publisher channel. amqp091 serializes publishes
+	// among themselves, but a declaration (a synchronous call) sent while a publish is between
+	// its frames makes RabbitMQ close the channel (505 UNEXPECTED_FRAME), and two declarations
+	// at once can each take the other's reply.
+	pubMu sync.Mutex
+
 	fanOnce sync.Once
 	fan     *fanout // remote control and events (Fanout)
 }
@@ -164,6 +170,12 @@ func (t *Transport) publisher(ctx context.Context) (*amqp091.Channel, error) {
 		return nil, fmt.Errorf("%w: amqp confirm.select: %w", celerycompat.ErrBroker, err)
 	}
 	t.pub, t.declared = ch, map[string]bool{}
+	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
+	go func() {
+		if err := <-closed; err != nil {
+			t.log.Warn("amqp publisher channel closed", "error", err)
+		}
+	}()
 	return ch, nil
 }
 
@@ -182,7 +194,7 @@ func declare(ch *amqp091.Channel, q Queue) error {
 	return nil
 }
 
-// declarePub declares queue name on the publisher channel once per channel.
+// declarePub declares queue name on the publisher channel once per channel. Called with pubMu.
 func (t *Transport) declarePub(ch *amqp091.Channel, name string, dlq bool) error {
 	t.mu.Lock()
 	done := t.declared[name]
@@ -255,6 +267,8 @@ func (t *Transport) publishOne(ctx context.Context, exchange, routingKey string,
 	if err != nil {
 		return nil, err
 	}
+	t.pubMu.Lock()
+	defer t.pubMu.Unlock()
 	if exchange == "" {
 		if err := t.declarePub(ch, routingKey, dlq); err != nil {
 			return nil, err
