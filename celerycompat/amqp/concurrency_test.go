@@ -2,8 +2,8 @@ package amqp
 
 import (
 	"errors"
-	"log/slog"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 

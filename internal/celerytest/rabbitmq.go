@@ -206,14 +206,7 @@ func (r *RabbitMQ) prepare() error {
 	return nil
 }
 
-func freePortErr() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePortErr() (int, error) { return pickPort() }
 
 // env is the environment of the node and of rabbitmqctl.
 func (r *RabbitMQ) env() []string {

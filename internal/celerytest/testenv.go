@@ -12,7 +12,6 @@ package celerytest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,17 +93,6 @@ func StartRedis(t testing.TB) *Redis {
 	}
 	t.Fatalf("testenv: %v", err)
 	return nil
-}
-
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Start starts (or restarts after Stop) the server on the same port and directory. It fails the
