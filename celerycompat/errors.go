@@ -9,11 +9,8 @@ import (
 // Sentinel errors. Every error this package returns either is one of these, wraps one, or is one
 // of the typed errors below; match with errors.Is and errors.As.
 var (
-	// ErrBroker marks a Redis failure while talking to the broker.
-	//
-	// Result backend failures match it too, for code written before ErrBackend; that use is
-	// deprecated: match backend failures with ErrBackend. A later release stops wrapping
-	// ErrBroker in them.
+	// ErrBroker marks a failure while talking to the broker (Redis, or RabbitMQ through package
+	// amqp). Result backend failures do not match it: they match ErrBackend.
 	ErrBroker = errors.New("celerycompat: broker")
 	// ErrBackend marks a Redis failure while talking to the result backend: storing, reading or
 	// forgetting a result, chord and group bookkeeping, and waits that Backend.Close interrupts.
@@ -33,19 +30,13 @@ var (
 	ErrHookPermanent = errors.New("celerycompat: permanent hook failure")
 	// ErrDuplicateTask is returned when a task name is registered twice.
 	ErrDuplicateTask = errors.New("celerycompat: task already registered")
-	// ErrUnsupportedTransport marks an operation the transport in use cannot do yet, such as
-	// remote control through an App on RabbitMQ (it runs over Redis only so far).
+	// ErrUnsupportedTransport marks an operation the transport in use cannot do, such as
+	// App.Broker (the Redis *Broker) on RabbitMQ.
 	ErrUnsupportedTransport = errors.New("celerycompat: not supported on this transport")
 )
 
-// errBackendRedis is what a result backend failure wraps: ErrBackend, and ErrBroker for
-// callers that matched backend failures with it before ErrBackend existed (deprecated).
-var errBackendRedis error = backendError{}
-
-type backendError struct{}
-
-func (backendError) Error() string   { return ErrBackend.Error() }
-func (backendError) Unwrap() []error { return []error{ErrBackend, ErrBroker} }
+// errBackendRedis is what a result backend failure wraps.
+var errBackendRedis = ErrBackend
 
 // Wire-format errors, defined in package protocol; the names here keep errors.Is working for
 // callers of this package.

@@ -317,15 +317,15 @@ func TestResultGetAfterClose(t *testing.T) {
 	ch := asyncGet(ctx, b.AsyncResult("z1"))
 	waitFor(t, "subscription", func() bool { return numSub(t, r, "celery-task-meta-z1") == 1 })
 	b.Close()
-	if g := recv(t, ch); !errors.Is(g.err, ErrBroker) {
-		t.Fatalf("waiting Get err = %v, want ErrBroker", g.err)
+	if g := recv(t, ch); !errors.Is(g.err, ErrBackend) {
+		t.Fatalf("waiting Get err = %v, want ErrBackend", g.err)
 	}
 	select {
 	case <-b.consumer.done:
 	default:
 		t.Fatal("consumer goroutine still running after Close")
 	}
-	if _, err := b.AsyncResult("z2").Get(ctx); !errors.Is(err, ErrBroker) {
+	if _, err := b.AsyncResult("z2").Get(ctx); !errors.Is(err, ErrBackend) {
 		t.Fatalf("Get after Close err = %v", err)
 	}
 	waitFor(t, "pub/sub connection closed", func() bool { return numSub(t, r, "celery-task-meta-z1") == 0 })
