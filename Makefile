@@ -5,7 +5,8 @@
 #   make fuzz     only the fuzz runs
 #   make bench    benchmarks
 #   make demo     the end-to-end demo (examples/demo)
-#   make capture  re-capture the golden wire vectors in testdata/wire from both real Celery versions
+#   make capture  re-capture the golden wire vectors in testdata/wire (Redis and RabbitMQ) from both
+#                 real Celery versions
 #
 # The tests start their own redis-server processes (internal/celerytest), so nothing here
 # starts Redis.
@@ -42,6 +43,7 @@ setup:
 # staticcheck is pinned and installed by setup (.ci/setup.sh); `make test` runs setup first.
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags capture ./internal/celerytest/  # the AMQP capture, built only for make capture
 	$(TOOLS)/staticcheck ./...
 
 unit:
@@ -71,3 +73,4 @@ demo:
 
 capture: setup
 	@./testdata/python/capture_all.sh
+	@./testdata/python/capture_amqp_all.sh

@@ -1,6 +1,7 @@
 package celerytest
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"net"
 	"os"
@@ -80,19 +81,49 @@ func TestRabbitMQVHosts(t *testing.T) {
 	}
 
 	// Loopback only: AMQP, distribution and epmd.
-	ss, err := exec.Command("ss", "-ltnH").Output()
-	if err != nil {
-		t.Skipf("ss not available: %v", err)
-	}
-	for _, line := range strings.Split(string(ss), "\n") {
-		for _, port := range []int{r.Port, r.DistPort, r.EPMDPort} {
-			f := strings.Fields(line)
-			if len(f) >= 4 && strings.HasSuffix(f[3], ":"+strconv.Itoa(port)) &&
-				!strings.HasPrefix(f[3], "127.0.0.1:") && !strings.HasPrefix(f[3], "[::1]:") {
-				t.Errorf("port %d listens beyond loopback: %s", port, line)
+	listening := listeners(t)
+	for _, port := range []int{r.Port, r.DistPort, r.EPMDPort} {
+		addrs := listening[port]
+		if len(addrs) == 0 {
+			t.Errorf("nothing listens on port %d", port)
+		}
+		for _, a := range addrs {
+			if !a.IsLoopback() {
+				t.Errorf("port %d listens beyond loopback, on %v", port, a)
 			}
 		}
 	}
+}
+
+// listeners reads the kernel's TCP tables (/proc/net/tcp and tcp6) and returns, for each
+// listening port, the addresses it listens on.
+func listeners(t *testing.T) map[int][]net.IP {
+	t.Helper()
+	out := map[int][]net.IP{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("read %s: %v", f, err)
+		}
+		for _, line := range strings.Split(string(raw), "\n")[1:] {
+			fields := strings.Fields(line)
+			if len(fields) < 4 || fields[3] != "0A" { // 0A: LISTEN
+				continue
+			}
+			hexIP, hexPort, ok := strings.Cut(fields[1], ":")
+			port, err1 := strconv.ParseUint(hexPort, 16, 16)
+			ipb, err2 := hex.DecodeString(hexIP)
+			if !ok || err1 != nil || err2 != nil {
+				t.Fatalf("%s: unreadable line %q", f, line)
+			}
+			// The kernel writes each 32-bit word of the address in host (little-endian) order.
+			for i := 0; i+4 <= len(ipb); i += 4 {
+				ipb[i], ipb[i+1], ipb[i+2], ipb[i+3] = ipb[i+3], ipb[i+2], ipb[i+1], ipb[i]
+			}
+			out[int(port)] = append(out[int(port)], net.IP(ipb))
+		}
+	}
+	return out
 }
 
 // TestRabbitMQPythonRoundTrip: Celery 5.7.0 sends a task over AMQP into a vhost of the shared

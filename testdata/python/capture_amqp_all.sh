@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CELERYBRIDGE_VENV=${CELERYBRIDGE_VENV:-$(pwd)/.venv}
 for v in 5.2.6 5.7.0; do rm -rf "testdata/wire/amqp/$v"; done
-CELERYBRIDGE_CAPTURE_AMQP=1 go test -count=1 -timeout 15m -run '^TestCaptureAMQPWire$' -v ./internal/celerytest "$@"
+go test -tags capture -count=1 -timeout 15m -run '^TestCaptureAMQPWire$' -v ./internal/celerytest "$@"
