@@ -38,40 +38,6 @@ func backendOn(t testing.TB, r *celerytest.Redis, cfg BackendConfig) *Backend {
 	return b
 }
 
-// jsonMeaning decodes JSON with numbers kept as json.Number, for comparison by meaning.
-func jsonMeaning(t testing.TB, data []byte) any {
-	t.Helper()
-	d := json.NewDecoder(bytes.NewReader(data))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		t.Fatalf("invalid JSON %q: %v", data, err)
-	}
-	return v
-}
-
-// topKeys lists the keys of a JSON object in the order they are written.
-func topKeys(t testing.TB, data []byte) []string {
-	t.Helper()
-	d := json.NewDecoder(bytes.NewReader(data))
-	if tok, err := d.Token(); err != nil || tok != json.Delim('{') {
-		t.Fatalf("not an object: %q", data)
-	}
-	var keys []string
-	for d.More() {
-		tok, err := d.Token()
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys = append(keys, tok.(string))
-		var skip json.RawMessage
-		if err := d.Decode(&skip); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return keys
-}
-
 func storedRaw(t testing.TB, r *celerytest.Redis, key string) []byte {
 	t.Helper()
 	v, err := redis.Bytes(r.Do(resultDB, "GET", key), nil)
@@ -157,10 +123,10 @@ func TestBackendStoredJSON(t *testing.T) {
 			}
 			key := "celery-task-meta-" + id
 			raw := storedRaw(t, r, key)
-			if diff := cmp.Diff(jsonMeaning(t, []byte(tt.want)), jsonMeaning(t, raw)); diff != "" {
+			if diff := cmp.Diff(celerytest.JSONMeaning(t, []byte(tt.want)), celerytest.JSONMeaning(t, raw)); diff != "" {
 				t.Errorf("stored JSON (-want +got):\n%s\ngot: %s", diff, raw)
 			}
-			if diff := cmp.Diff(tt.keys, topKeys(t, raw)); diff != "" {
+			if diff := cmp.Diff(tt.keys, celerytest.TopKeys(t, raw)); diff != "" {
 				t.Errorf("key order (-want +got):\n%s", diff)
 			}
 			if !bytes.HasPrefix(raw, []byte(`{"status": "`)) {

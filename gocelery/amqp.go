@@ -286,20 +286,7 @@ func (b *AMQPCeleryBroker) send(ctx context.Context, task string, args []any, kw
 // Queue, as Celery publishes it, waiting for the broker's confirm. The task's id, args, kwargs,
 // ETA and expiry are kept; the envelope is rebuilt as Celery writes it.
 func (b *AMQPCeleryBroker) SendCeleryMessage(message *CeleryMessage) error {
-	tm, err := message.DecodeTaskMessage()
-	if err != nil {
-		return err
-	}
-	opts := []celerycompat.SendOption{
-		celerycompat.WithProtocol(1),
-		celerycompat.WithPriority(message.Properties.DeliveryInfo.Priority),
-	}
-	more, err := taskOptions(tm)
-	if err != nil {
-		return err
-	}
-	_, err = b.send(context.Background(), tm.Task, tm.Args, tm.Kwargs, append(opts, more...)...)
-	return err
+	return sendCeleryMessage(message, b.send)
 }
 
 // StartConsumingChannel starts the consumer GetTaskMessage reads from, on the engine's

@@ -1,12 +1,15 @@
 package gocelery
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"math/big"
 	"reflect"
 	"strconv"
+
+	"github.com/celerybridge/celerybridge/celerycompat"
 )
 
 // plainJSON turns a value decoded by the engine (numbers as json.Number, exact integers) into
@@ -124,4 +127,24 @@ func convertNumber(n json.Number, t reflect.Type) (reflect.Value, error) {
 		return reflect.Value{}, fmt.Errorf("%w: number %s for a %s parameter", ErrBadArguments, s, t)
 	}
 	return out, nil
+}
+
+// sendCeleryMessage re-sends a message whose body is a protocol 1 task (TaskMessage.Encode)
+// through send, as Celery writes it: protocol 1, its priority, and the task's id, args,
+// kwargs, ETA and expiry (SendCeleryMessage of both brokers).
+func sendCeleryMessage(message *CeleryMessage, send func(context.Context, string, []interface{}, map[string]interface{}, ...celerycompat.SendOption) (string, error)) error {
+	tm, err := message.DecodeTaskMessage()
+	if err != nil {
+		return err
+	}
+	opts := []celerycompat.SendOption{
+		celerycompat.WithProtocol(1),
+		celerycompat.WithPriority(message.Properties.DeliveryInfo.Priority),
+	}
+	more, err := taskOptions(tm)
+	if err != nil {
+		return err
+	}
+	_, err = send(context.Background(), tm.Task, tm.Args, tm.Kwargs, append(opts, more...)...)
+	return err
 }

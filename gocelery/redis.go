@@ -142,20 +142,7 @@ func poolDB(ctx context.Context, pool *redis.Pool) (int, error) {
 // task goes to QueueName, with its id, args, kwargs, ETA and expiry; the envelope's other
 // fields are rebuilt as Celery writes them.
 func (cb *RedisCeleryBroker) SendCeleryMessage(message *CeleryMessage) error {
-	tm, err := message.DecodeTaskMessage()
-	if err != nil {
-		return err
-	}
-	opts := []celerycompat.SendOption{
-		celerycompat.WithProtocol(1),
-		celerycompat.WithPriority(message.Properties.DeliveryInfo.Priority),
-	}
-	more, err := taskOptions(tm)
-	if err != nil {
-		return err
-	}
-	_, err = cb.send(context.Background(), tm.Task, tm.Args, tm.Kwargs, append(opts, more...)...)
-	return err
+	return sendCeleryMessage(message, cb.send)
 }
 
 // taskOptions turns a TaskMessage's id, retries, ETA and expiry into send options.

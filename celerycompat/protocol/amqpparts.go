@@ -58,18 +58,9 @@ func (c Codec) EncodeParts(m *Message) (*Parts, error) {
 	case m.Priority < 0 || m.Priority > 255:
 		return nil, encodeErrorf("properties.priority: %d is outside 0..255", m.Priority)
 	}
-	body, ct, err := c.EncodeBody(m)
+	body, ct, comp, err := c.encodeWireBody(m)
 	if err != nil {
 		return nil, err
-	}
-	comp := m.Compression
-	if comp == "" {
-		comp = c.Compression
-	}
-	if comp != "" {
-		if body, err = compressBody(comp, body); err != nil {
-			return nil, err
-		}
 	}
 	h, err := c.headersTable(m, comp)
 	if err != nil {

@@ -56,18 +56,9 @@ func (c Codec) Encode(m *Message) ([]byte, error) {
 	case m.DeliveryInfo.RoutingKey == "":
 		return nil, encodeErrorf("properties.delivery_info.routing_key: empty (the Python consumer loses such a message)")
 	}
-	body, ct, err := c.EncodeBody(m)
+	body, ct, comp, err := c.encodeWireBody(m)
 	if err != nil {
 		return nil, err
-	}
-	comp := m.Compression
-	if comp == "" {
-		comp = c.Compression
-	}
-	if comp != "" {
-		if body, err = compressBody(comp, body); err != nil {
-			return nil, err
-		}
 	}
 	extra := 0
 	for k, v := range m.ExtraHeaders {
@@ -106,6 +97,26 @@ func contentEncodingOf(m *Message, ct string) string {
 		return "utf-8"
 	}
 	return "binary"
+}
+
+// encodeWireBody is the body as it goes on the wire, for either transport: EncodeBody, then
+// compressed with the message's compression (Decode keeps a message's own) or else the codec's.
+// It returns the compression used, for the "compression" header.
+func (c Codec) encodeWireBody(m *Message) (body []byte, contentType, compression string, err error) {
+	body, contentType, err = c.EncodeBody(m)
+	if err != nil {
+		return nil, "", "", err
+	}
+	compression = m.Compression
+	if compression == "" {
+		compression = c.Compression
+	}
+	if compression != "" {
+		if body, err = compressBody(compression, body); err != nil {
+			return nil, "", "", err
+		}
+	}
+	return body, contentType, compression, nil
 }
 
 // EncodeBody returns m's serialized body (before compression and base64) and its content type.

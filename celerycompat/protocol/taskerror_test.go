@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
 
 type selfConverting struct{}
@@ -60,10 +62,10 @@ func TestMarshalTaskError(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(jsonMeaning(t, []byte(tt.want)), jsonMeaning(t, got)); diff != "" {
+			if diff := cmp.Diff(celerytest.JSONMeaning(t, []byte(tt.want)), celerytest.JSONMeaning(t, got)); diff != "" {
 				t.Errorf("(-want +got):\n%s\ngot %s", diff, got)
 			}
-			if diff := cmp.Diff([]string{"exc_type", "exc_message", "exc_module"}, topKeys(t, got)); diff != "" {
+			if diff := cmp.Diff([]string{"exc_type", "exc_message", "exc_module"}, celerytest.TopKeys(t, got)); diff != "" {
 				t.Errorf("key order (-want +got):\n%s", diff)
 			}
 		})

@@ -1,4 +1,4 @@
-package protocol
+package celerytest
 
 import (
 	"bytes"
@@ -6,10 +6,8 @@ import (
 	"testing"
 )
 
-// The JSON comparison helpers of celerycompat's backend tests, for the exception dict tests here.
-
-// jsonMeaning decodes JSON with numbers kept as json.Number, for comparison by meaning.
-func jsonMeaning(t testing.TB, data []byte) any {
+// JSONMeaning decodes JSON with numbers kept as json.Number, for comparison by meaning.
+func JSONMeaning(t testing.TB, data []byte) any {
 	t.Helper()
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.UseNumber()
@@ -20,8 +18,8 @@ func jsonMeaning(t testing.TB, data []byte) any {
 	return v
 }
 
-// topKeys lists the keys of a JSON object in the order they are written.
-func topKeys(t testing.TB, data []byte) []string {
+// TopKeys lists the keys of a JSON object in the order they are written.
+func TopKeys(t testing.TB, data []byte) []string {
 	t.Helper()
 	d := json.NewDecoder(bytes.NewReader(data))
 	if tok, err := d.Token(); err != nil || tok != json.Delim('{') {
