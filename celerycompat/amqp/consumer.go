@@ -288,7 +288,12 @@ func (c *consumer) Next(ctx context.Context, max int) ([]*celerycompat.Delivery,
 	if max < 1 {
 		return nil, fmt.Errorf("%w: Next needs max >= 1", celerycompat.ErrInvalidConfig)
 	}
-	var out []*celerycompat.Delivery
+	out := c.drain(nil, max)
+	if len(out) > 0 {
+		return out, nil
+	}
+	// Nothing buffered: wait, at most IdleWait. (A busy worker never gets here, and so makes
+	// no timer per call.)
 	idle := c.cfg.IdleWait
 	if idle <= 0 {
 		idle = time.Second
@@ -311,6 +316,11 @@ func (c *consumer) Next(ctx context.Context, max int) ([]*celerycompat.Delivery,
 			return nil, nil
 		}
 	}
+	return c.drain(out, max), nil
+}
+
+// drain appends to out what has arrived already, without waiting, up to max in all.
+func (c *consumer) drain(out []*celerycompat.Delivery, max int) []*celerycompat.Delivery {
 	for len(out) < max {
 		select {
 		case in := <-c.in:
@@ -318,10 +328,10 @@ func (c *consumer) Next(ctx context.Context, max int) ([]*celerycompat.Delivery,
 				out = append(out, d)
 			}
 		default:
-			return out, nil
+			return out
 		}
 	}
-	return out, nil
+	return out
 }
 
 // accept records in as held and decodes it; nil when its channel is gone.
@@ -450,11 +460,9 @@ func (c *consumer) DeadLetter(ctx context.Context, d *celerycompat.Delivery, rea
 }
 
 // SetQueues consumes queues from now on (celerycompat.Consumer): basic.consume on the new ones,
-// basic.cancel on the removed ones, returning after each cancel-ok.
+// basic.cancel on the removed ones, returning after each cancel-ok. An empty list consumes
+// nothing until queues are added, as on Redis (cancel_consumer of the last queue).
 func (c *consumer) SetQueues(ctx context.Context, queues []string) error {
-	if len(queues) == 0 {
-		return fmt.Errorf("%w: amqp consumer needs a queue", celerycompat.ErrInvalidConfig)
-	}
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
 	c.mu.Lock()

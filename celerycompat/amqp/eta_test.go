@@ -44,3 +44,34 @@ func TestETAOnIdleQueue(t *testing.T) {
 		t.Fatal("the countdown task did not run within 15 s on an idle queue")
 	}
 }
+
+// TestSetQueuesEmpty: cancelling the last queue consumes nothing (Next returns none) until a
+// queue is added back, as on Redis; the message waits in its queue meanwhile.
+func TestSetQueuesEmpty(t *testing.T) {
+	tr, _ := newTransport(t, Config{})
+	c := consume(t, tr, celerycompat.ConsumerConfig{Queues: []string{"celery"}, Prefetch: 4})
+	ctx := testCtx(t)
+	if err := c.SetQueues(ctx, nil); err != nil {
+		t.Fatalf("SetQueues(none): %v", err)
+	}
+	publish(t, tr, taskMsg("celery"))
+	if ds, err := c.Next(ctx, 4); err != nil || len(ds) != 0 {
+		t.Fatalf("Next with no queue: %d deliveries, %v; want none", len(ds), err)
+	}
+	if err := c.SetQueues(ctx, []string{"celery"}); err != nil {
+		t.Fatal(err)
+	}
+	var ds []*celerycompat.Delivery
+	for deadline := time.Now().Add(10 * time.Second); len(ds) == 0 && time.Now().Before(deadline); {
+		var err error
+		if ds, err = c.Next(ctx, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(ds) != 1 {
+		t.Fatalf("after the queue came back: %d deliveries, want 1", len(ds))
+	}
+	if err := c.Ack(ctx, ds[0]); err != nil {
+		t.Fatal(err)
+	}
+}
