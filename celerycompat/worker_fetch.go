@@ -48,7 +48,8 @@ func (s *workerStats) count(task string) {
 	v.(*atomic.Int64).Add(1)
 }
 
-// outageLog logs a broker outage once when it starts and once when it ends, not per attempt.
+// outageLog logs an outage of the broker (Redis or RabbitMQ) or the result backend once when it
+// starts and once when it ends, not per attempt.
 type outageLog struct {
 	log   *slog.Logger
 	mu    sync.Mutex
@@ -61,7 +62,7 @@ func (o *outageLog) fail(what string, err error) time.Duration {
 	defer o.mu.Unlock()
 	if o.fails == 0 {
 		o.since = time.Now()
-		o.log.Error("redis unavailable; retrying with backoff", "op", what, "error", err)
+		o.log.Error("broker or result backend unavailable; retrying with backoff", "op", what, "error", err)
 	}
 	o.fails++
 	d := 50 * time.Millisecond << min(o.fails-1, 7) // 50 ms .. 6.4 s
@@ -72,7 +73,7 @@ func (o *outageLog) ok() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.fails > 0 {
-		o.log.Info("redis reachable again", "down_for", time.Since(o.since).Round(time.Millisecond), "attempts", o.fails)
+		o.log.Info("broker and result backend reachable again", "down_for", time.Since(o.since).Round(time.Millisecond), "attempts", o.fails)
 		o.fails = 0
 	}
 }
