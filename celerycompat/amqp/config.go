@@ -31,6 +31,13 @@ type Config struct {
 	// ReconnectMin and ReconnectMax bound the exponential backoff between reconnection attempts
 	// (defaults 100 ms and 5 s).
 	ReconnectMin, ReconnectMax time.Duration
+	// Lazy makes New return without connecting, and Consume keep retrying (with the reconnection
+	// backoff) when the broker cannot be reached as it starts, instead of failing: what a Celery
+	// app and worker do when RabbitMQ is down at startup (broker_connection_retry_on_startup).
+	// Until the broker is reachable, PublishBatch and Ping answer errors wrapping
+	// celerycompat.ErrBroker. A configuration the broker refuses (a queue declared with other
+	// arguments, bad credentials) still fails Consume.
+	Lazy bool
 	// Logger receives connection diagnostics; nil is silent.
 	Logger *slog.Logger
 }

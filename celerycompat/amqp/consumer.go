@@ -47,6 +47,13 @@ func (t *Transport) Consume(ctx context.Context, cfg celerycompat.ConsumerConfig
 	c.opMu.Lock()
 	closed, err := c.open(ctx)
 	c.opMu.Unlock()
+	if err != nil && t.cfg.Lazy && errors.Is(err, errDial) {
+		// The broker is not there yet: the supervisor retries as after a lost channel.
+		log.Warn("amqp consumer: broker unreachable; retrying", "error", err)
+		lost := make(chan *amqp091.Error, 1)
+		lost <- &amqp091.Error{Code: amqp091.ConnectionForced, Reason: err.Error()}
+		closed, err = lost, nil
+	}
 	if err != nil {
 		c.cancel()
 		return nil, err

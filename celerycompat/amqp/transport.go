@@ -43,6 +43,9 @@ type Transport struct {
 	// at once can each take the other's reply.
 	pubMu sync.Mutex
 
+	pingMu sync.Mutex // guards ping; not mu, which a dial holds for its whole handshake
+	ping   *pingCall  // the Ping round trip in progress
+
 	fanOnce sync.Once
 	fan     *fanout // remote control and events (Fanout)
 }
@@ -54,7 +57,8 @@ func Dial(ctx context.Context, url string) (*Transport, error) {
 	return New(ctx, Config{URL: url})
 }
 
-// New connects to the broker cfg.URL names. The Transport is the caller's to Close.
+// New connects to the broker cfg.URL names (unless cfg.Lazy). The Transport is the caller's to
+// Close.
 func New(ctx context.Context, cfg Config) (*Transport, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
@@ -66,6 +70,9 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 	t := &Transport{cfg: c, log: c.Logger, declared: map[string]bool{}}
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
+	}
+	if c.Lazy {
+		return t, nil
 	}
 	if _, err := t.connection(ctx); err != nil {
 		return nil, err
@@ -144,7 +151,7 @@ func (t *Transport) connectionLocked(ctx context.Context) (*amqp091.Connection, 
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: amqp dial: %w", celerycompat.ErrBroker, err)
+		return nil, fmt.Errorf("%w: %w: %w", celerycompat.ErrBroker, errDial, err)
 	}
 	t.conn, t.pub, t.declared = conn, nil, map[string]bool{}
 	return conn, nil

@@ -68,8 +68,14 @@ const healthTimeout = 800 * time.Millisecond
 // Messages of the 503s: the cause is logged, never answered.
 const (
 	msgRedisDown    = "redis unavailable"
+	msgRabbitDown   = "rabbitmq unavailable"
 	msgLookupFailed = "查询失败：" + msgRedisDown // GET /task-status: lookup failed
 )
+
+// pinger is a transport that can tell whether its broker answers (amqp.Transport.Ping).
+type pinger interface {
+	Ping(ctx context.Context) error
+}
 
 // api is the task API. Its counters feed /metrics; it is safe for concurrent use.
 type api struct {
@@ -77,6 +83,7 @@ type api struct {
 	log      *slog.Logger
 	pools    []celerycompat.Pool
 	broker   *celerycompat.Broker // nil when tasks go through another transport (RabbitMQ)
+	pinger   pinger               // the transport when it is not Redis (RabbitMQ): /healthz asks it
 	producer *celerycompat.Producer
 	backend  *celerycompat.Backend
 	outbox   *callback.Outbox
@@ -124,6 +131,9 @@ func NewAPI(cfg Config, deps Deps) (*echo.Echo, error) {
 		return nil, err
 	}
 	a.broker = broker // nil on RabbitMQ: /metrics then shows no queue lengths
+	if broker == nil {
+		a.pinger, _ = tr.(pinger)
+	}
 	if a.backend, err = celerycompat.NewBackend(deps.results(), celerycompat.BackendConfig{
 		ResultExpires: cfg.ResultExpires, Logger: a.log}); err != nil {
 		return nil, fmt.Errorf("rig: backend: %w", err)
@@ -188,6 +198,9 @@ func (a *api) submitFailure(ids taskIDs, err error) error {
 	}
 	a.submitFailed.Add(1)
 	a.log.Error("submit failed", "task_id", ids.Celery, "business_task_id", ids.Business, "err", err)
+	if a.pinger != nil && errors.Is(err, celerycompat.ErrBroker) {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, MsgSubmitFailed+msgRabbitDown)
+	}
 	return echo.NewHTTPError(http.StatusServiceUnavailable, MsgSubmitFailed+msgRedisDown)
 }
 

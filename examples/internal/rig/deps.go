@@ -77,9 +77,10 @@ func (d Deps) check() error {
 // dial; the services start while Redis is down and answer 503 until
 // it is back. close closes what OpenDeps opened.
 //
-// With an amqp:// broker it connects to RabbitMQ at once (within AMQPDialTimeout; a broker that
-// is not there is an error) and opens one pool, for the Redis result backend, which also holds
-// the callback outbox.
+// With an amqp:// broker it does not connect either: the transport is lazy (amqp.Config.Lazy),
+// so the API starts while RabbitMQ is down and answers 503 until it is back, and the worker
+// keeps retrying, as with Redis. It opens one pool, for the Redis result backend, which also
+// holds the callback outbox.
 func OpenDeps(cfg Config, logger *slog.Logger) (d Deps, close func() error, err error) {
 	if cfg.BrokerIsAMQP() {
 		return openAMQPDeps(cfg, logger)
@@ -105,18 +106,13 @@ func OpenDeps(cfg Config, logger *slog.Logger) (d Deps, close func() error, err 
 	return d, func() error { return errors.Join(broker.Close(), results.Close()) }, nil
 }
 
-// AMQPDialTimeout bounds OpenDeps' first connection to RabbitMQ.
-const AMQPDialTimeout = 30 * time.Second
-
 func openAMQPDeps(cfg Config, logger *slog.Logger) (Deps, func() error, error) {
 	ru, err := celerycompat.ParseRedisURL(cfg.ResultsURL())
 	if err != nil {
 		return Deps{}, nil, fmt.Errorf("rig: result url: %w", err)
 	}
 	ru.MasterName = cfg.resultMasterName()
-	ctx, cancel := context.WithTimeout(context.Background(), AMQPDialTimeout)
-	defer cancel()
-	tr, err := amqp.New(ctx, amqp.Config{URL: cfg.RedisURL, Logger: logger})
+	tr, err := amqp.New(context.Background(), amqp.Config{URL: cfg.RedisURL, Lazy: true, Logger: logger})
 	if err != nil {
 		return Deps{}, nil, fmt.Errorf("rig: broker: %w", err)
 	}

@@ -29,11 +29,13 @@
 //	POST /submit-task          any JSON object, Content-Type application/json → 200 {"code",
 //	                           "message", "business_task_id", "celery_task_id"}; 400 not a JSON
 //	                           object or nested too deep; 413 too large (the body, or the callback
-//	                           the task would send); 415 not application/json; 503 Redis down or
-//	                           too many requests in progress
+//	                           the task would send); 415 not application/json; 503 Redis (or
+//	                           RabbitMQ, when it is the broker) down, or too many requests in
+//	                           progress
 //	GET  /task-status/{id}     business or Celery id → {"code", "business_task_id", "celery_task_id",
 //	                           "status", "result", "error", "retries", "worker"}; 404 never submitted
-//	GET  /healthz              Redis PING: 200, or 503 within a second (Redis down or hung)
+//	GET  /healthz              Redis PING (and a RabbitMQ round trip when RabbitMQ is the broker):
+//	                           200, or 503 within a second (down or hung)
 //	GET  /metrics              Prometheus text: queue depth, submissions, callback outbox
 //	                           (state="dead": callbacks the worker gave up on)
 //	GET  /callbacks/dead       those dead letters, with reason and payload (?limit=, ≤ 1000)

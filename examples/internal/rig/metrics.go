@@ -21,8 +21,8 @@ const (
 	MetricRedisUp = "celerybridge_redis_up"        // gauge: 1 when this scrape reached Redis
 )
 
-// healthz answers 200 {"status": "ok"} when every Redis the API uses answers PING within
-// healthTimeout, else 503 (a hung Redis included). A stale connection from before a Redis
+// healthz answers 200 {"status": "ok"} when every Redis the API uses answers PING, and RabbitMQ
+// (when it is the broker) a round trip, within healthTimeout, else 503 (a hung Redis included). A stale connection from before a Redis
 // restart is retried, not reported.
 func (a *api) healthz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), healthTimeout)
@@ -31,6 +31,12 @@ func (a *api) healthz(c echo.Context) error {
 		if err := ping(ctx, p); err != nil {
 			a.log.Warn("healthz: redis", "err", err)
 			return echo.NewHTTPError(http.StatusServiceUnavailable, "unhealthy: "+msgRedisDown)
+		}
+	}
+	if a.pinger != nil {
+		if err := a.pinger.Ping(ctx); err != nil {
+			a.log.Warn("healthz: rabbitmq", "err", err)
+			return echo.NewHTTPError(http.StatusServiceUnavailable, "unhealthy: "+msgRabbitDown)
 		}
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})

@@ -1,0 +1,88 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/celerybridge/celerybridge/celerycompat"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
+)
+
+// A Lazy transport starts while RabbitMQ is unreachable, as a Celery app and worker do: New and
+// Consume succeed, Ping and PublishBatch answer ErrBroker, and once the broker is reachable the
+// consumer connects by itself and takes what is published.
+func TestLazyStartsWhileBrokerDown(t *testing.T) {
+	v := newVHost(t)
+	g, u := celerytest.GateURL(t, v.URL())
+	ctx := testCtx(t)
+	if _, err := New(ctx, Config{URL: u}); !errors.Is(err, celerycompat.ErrBroker) {
+		t.Fatalf("New without Lazy while the broker is down: %v, want ErrBroker", err)
+	}
+	tr, err := New(ctx, Config{URL: u, Lazy: true, ReconnectMin: 20 * time.Millisecond, ReconnectMax: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("New, Lazy, broker down: %v", err)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if err := tr.Ping(pctx); !errors.Is(err, celerycompat.ErrBroker) {
+		t.Errorf("Ping, broker down: %v, want ErrBroker", err)
+	}
+	cancel()
+	if errs := tr.PublishBatch(ctx, []*celerycompat.Message{taskMsg("celery", 0)}); !errors.Is(errs[0], celerycompat.ErrBroker) {
+		t.Errorf("PublishBatch, broker down: %v, want ErrBroker", errs[0])
+	}
+	c := consume(t, tr, celerycompat.ConsumerConfig{Queues: []string{"celery"}, Prefetch: 4})
+	nothing(t, c, 200*time.Millisecond)
+
+	g.Forward()
+	m := taskMsg("celery", 1)
+	publish(t, tr, m)
+	d := next(t, c, 1, 20*time.Second)[0]
+	if d.Message.ID != m.ID {
+		t.Fatalf("got %s, want %s", d.Message.ID, m.ID)
+	}
+	if err := c.Ack(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Ping(ctx); err != nil {
+		t.Errorf("Ping, broker up: %v", err)
+	}
+}
+
+// Ping answers within its context when the broker hangs (a paused process keeps TCP open), and
+// concurrent Pings share one round trip instead of each leaving one behind.
+func TestPingHungBroker(t *testing.T) {
+	v := newVHost(t)
+	g, u := celerytest.GateURL(t, v.URL())
+	g.Hang()
+	tr, err := New(testCtx(t), Config{URL: u, Lazy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	t.Cleanup(g.Drop) // runs first: ends the hung handshake, which holds the dial's lock
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			err := tr.Ping(ctx)
+			if !errors.Is(err, celerycompat.ErrBroker) || !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Ping, hung broker: %v, want ErrBroker and DeadlineExceeded", err)
+			}
+			if el := time.Since(start); el > 5*time.Second {
+				t.Errorf("Ping took %v with a 300 ms deadline", el)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := g.Accepted(); n != 1 {
+		t.Errorf("%d connections reached the hung broker from 10 Pings, want 1 shared attempt", n)
+	}
+}
