@@ -86,3 +86,37 @@ func TestPingHungBroker(t *testing.T) {
 		t.Errorf("%d connections reached the hung broker from 10 Pings, want 1 shared attempt", n)
 	}
 }
+
+// A dial stalled by a hung broker (up to its 30 s handshake deadline) does not hold up callers
+// past their own context: a publish behind it gives up when its ctx ends, as does Close's
+// neighbour Ping, and Close does not wait for the dial at all.
+func TestHungDialHonoursCallersContext(t *testing.T) {
+	v := newVHost(t)
+	g, u := celerytest.GateURL(t, v.URL())
+	g.Hang()
+	tr, err := New(testCtx(t), Config{URL: u, Lazy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Drop) // ends the hung handshake at the end
+	pctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	_ = tr.Ping(pctx) // leaves its dial running against the hung broker
+	cancel()
+	for g.Accepted() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	errs := tr.PublishBatch(ctx, []*celerycompat.Message{taskMsg("celery", 1)})
+	if el := time.Since(start); !errors.Is(errs[0], celerycompat.ErrBroker) || el > 2*time.Second {
+		t.Errorf("PublishBatch behind a hung dial: %v after %v, want ErrBroker within about 300 ms", errs[0], el)
+	}
+	start = time.Now()
+	if err := tr.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("Close behind a hung dial took %v", el)
+	}
+}

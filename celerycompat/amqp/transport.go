@@ -31,7 +31,12 @@ type Transport struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex // guards the fields below; held while dialing
+	// dial is held (a token in a one-slot channel, so waiting for it honours a context) while
+	// dialing and while opening the publisher channel: I/O that a hung broker can stall for the
+	// whole handshake deadline. Callers queue behind it no longer than their ctx allows.
+	dial chan struct{}
+
+	mu       sync.Mutex // guards the fields below; never held across I/O
 	conn     *amqp091.Connection
 	pub      *amqp091.Channel // confirm mode; nil until needed or after it closed
 	declared map[string]bool  // queues declared on conn
@@ -67,7 +72,7 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 	if _, err := amqp091.ParseURI(c.URL); err != nil {
 		return nil, fmt.Errorf("%w: amqp: %w", celerycompat.ErrInvalidURL, err)
 	}
-	t := &Transport{cfg: c, log: c.Logger, declared: map[string]bool{}}
+	t := &Transport{cfg: c, log: c.Logger, declared: map[string]bool{}, dial: make(chan struct{}, 1)}
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
@@ -89,33 +94,59 @@ func (t *Transport) DeadLetterQueue() string { return t.cfg.DeadLetterQueue }
 // Close closes the connection. Consumers stop; what they held un-acked goes back to the queues.
 func (t *Transport) Close() error {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.closed {
+		t.mu.Unlock()
 		return nil
 	}
 	t.closed = true
-	if t.conn == nil || t.conn.IsClosed() {
+	conn := t.conn
+	t.mu.Unlock()
+	if conn == nil || conn.IsClosed() {
 		return nil
 	}
-	if err := t.conn.Close(); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+	if err := conn.Close(); err != nil && !errors.Is(err, amqp091.ErrClosed) {
 		return fmt.Errorf("%w: amqp close: %w", celerycompat.ErrBroker, err)
 	}
 	return nil
 }
 
-// connection returns the live connection, dialing a new one when it is lost.
-func (t *Transport) connection(ctx context.Context) (*amqp091.Connection, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.connectionLocked(ctx)
+// lockDial takes the dial token, or gives up when ctx ends first.
+func (t *Transport) lockDial(ctx context.Context) error {
+	select {
+	case t.dial <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: amqp: waiting for the connection: %w", celerycompat.ErrBroker, ctx.Err())
+	}
 }
 
-func (t *Transport) connectionLocked(ctx context.Context) (*amqp091.Connection, error) {
+func (t *Transport) unlockDial() { <-t.dial }
+
+// live returns the connection when it is open.
+func (t *Transport) live() (*amqp091.Connection, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.closed {
 		return nil, ErrClosed
 	}
 	if t.conn != nil && !t.conn.IsClosed() {
 		return t.conn, nil
+	}
+	return nil, nil
+}
+
+// connection returns the live connection, dialing a new one when it is lost. Only one dial runs
+// at once; the others wait for it within their ctx.
+func (t *Transport) connection(ctx context.Context) (*amqp091.Connection, error) {
+	if c, err := t.live(); c != nil || err != nil {
+		return c, err
+	}
+	if err := t.lockDial(ctx); err != nil {
+		return nil, err
+	}
+	defer t.unlockDial()
+	if c, err := t.live(); c != nil || err != nil { // another caller dialed meanwhile
+		return c, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -153,20 +184,39 @@ func (t *Transport) connectionLocked(ctx context.Context) (*amqp091.Connection, 
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w: %w", celerycompat.ErrBroker, errDial, err)
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed { // Close ran while this dial was on its way
+		_ = conn.Close()
+		return nil, ErrClosed
+	}
 	t.conn, t.pub, t.declared = conn, nil, map[string]bool{}
 	return conn, nil
 }
 
 // publisher returns the confirm-mode publisher channel, opening it when needed.
 func (t *Transport) publisher(ctx context.Context) (*amqp091.Channel, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	conn, err := t.connectionLocked(ctx)
+	livePub := func(conn *amqp091.Connection) *amqp091.Channel {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.conn == conn && t.pub != nil && !t.pub.IsClosed() {
+			return t.pub
+		}
+		return nil
+	}
+	conn, err := t.connection(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if t.pub != nil && !t.pub.IsClosed() {
-		return t.pub, nil
+	if ch := livePub(conn); ch != nil {
+		return ch, nil
+	}
+	if err := t.lockDial(ctx); err != nil {
+		return nil, err
+	}
+	defer t.unlockDial()
+	if ch := livePub(conn); ch != nil {
+		return ch, nil
 	}
 	ch, err := conn.Channel()
 	if err != nil {
@@ -176,7 +226,14 @@ func (t *Transport) publisher(ctx context.Context) (*amqp091.Channel, error) {
 		_ = ch.Close()
 		return nil, fmt.Errorf("%w: amqp confirm.select: %w", celerycompat.ErrBroker, err)
 	}
+	t.mu.Lock()
+	if t.conn != conn { // the connection was replaced meanwhile: this channel died with it
+		t.mu.Unlock()
+		_ = ch.Close()
+		return nil, fmt.Errorf("%w: amqp: connection lost while opening the publisher channel", celerycompat.ErrBroker)
+	}
 	t.pub, t.declared = ch, map[string]bool{}
+	t.mu.Unlock()
 	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
 	go func() {
 		if err := <-closed; err != nil {
