@@ -160,19 +160,30 @@ func (w *CeleryWorker) handler(name string) celerycompat.Handler {
 			}
 			if serr := w.backend.SetResult(req.ID, rm); serr != nil {
 				// The result is not stored: run the task again later rather than acknowledge
-				// it with no result (as many times as it takes; the retry is published before
-				// this message is acknowledged, so a crash meanwhile loses nothing either).
+				// it with no result (as many times as it takes, backing off; the retry is
+				// published before this message is acknowledged, so a crash meanwhile loses
+				// nothing either).
 				return nil, celerycompat.Retry(fmt.Errorf("gocelery: store result %s: %w", req.ID, serr),
-					celerycompat.RetryIn(storeRetryDelay), celerycompat.RetryMax(-1))
+					celerycompat.RetryIn(storeRetryDelay(req.Retries)), celerycompat.RetryMax(-1))
 			}
 		}
 		return v, err
 	})
 }
 
-// storeRetryDelay is how long a task whose result could not be stored waits before it runs
-// again.
-const storeRetryDelay = time.Second
+// storeRetryDelay is how long a task whose result could not be stored waits before it runs again,
+// after retries earlier attempts: 1 s, doubling up to maxStoreRetryDelay, so a backend that stays
+// down does not have the task run (and its side effects repeat) every second.
+func storeRetryDelay(retries int) time.Duration {
+	if retries < 0 {
+		retries = 0
+	}
+	d := time.Second << min(retries, 16)
+	return min(d, maxStoreRetryDelay)
+}
+
+// maxStoreRetryDelay caps storeRetryDelay.
+const maxStoreRetryDelay = 5 * time.Minute
 
 // pollLoop serves a broker known only through CeleryBroker: its GetTaskMessage does not wait,
 // so an empty broker is polled again after a pause that doubles from 1 ms to 50 ms and drops
