@@ -77,7 +77,7 @@ type App struct {
 	cfg       Config
 	pools     []*redis.Pool
 	transport Transport
-	broker    *Broker  // nil when the transport is not Redis
+	broker    *Broker       // nil when the transport is not Redis
 	backend   *Backend      // nil without ResultBackend
 	results   ResultBackend // backend, or Config.Results; nil without either
 	producer  *Producer
