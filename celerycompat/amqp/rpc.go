@@ -1,12 +1,14 @@
 package amqp
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -22,12 +24,24 @@ import (
 //
 //   - a worker publishes each state of a task to the default exchange "" with routing key = the
 //     task message's reply_to and correlation_id = its correlation_id (the task id), delivery_mode
-//     1 (result_persistent off), content type application/json, encoding utf-8; the body is the
-//     meta the Redis backend stores (status, result, traceback, children, date_done, …, task_id);
+//     1 (result_persistent off), content type application/json, encoding utf-8, empty headers;
+//     the body is {"task_id", "status", "result", "traceback", "children"} up to Celery 5.6, and
+//     from 5.7 on the meta the Redis backend stores (status, result, traceback, children,
+//     date_done, [group_id, parent_id, extended fields], task_id), both captured;
 //   - the client declares its reply queue, named after the app's oid (the reply_to its send_task
-//     puts in every task), auto-delete with x-expires = result_expires in ms, durable from Celery
-//     5.5 on (5.2 declares it transient), bound to nothing but the default exchange, and consumes
-//     it without acks; it routes each message by correlation_id and keeps what it received.
+//     puts in every task), auto-delete with x-expires = result_expires in ms, durable in Celery
+//     5.7 and transient in 5.2 (both captured; the switch came with Celery's durable-by-default
+//     change, taken here as 5.6), bound to nothing but the default exchange, and consumes it
+//     without acks; it routes each message by correlation_id and keeps what it received.
+//
+// Both body shapes are read by every Celery (the client takes the dict as it comes), so the
+// shape written follows PeerVersion only to be byte-for-byte what that Celery writes.
+
+// Celery versions where the rpc backend's wire changed (see above).
+var (
+	celery56 = celerycompat.Version{Major: 5, Minor: 6}
+	celery57 = celerycompat.Version{Major: 5, Minor: 7}
+)
 
 // DefaultRPCMaxKept is RPCConfig.MaxKept's default: Celery's result consumer buffers up to 8192
 // messages for tasks nobody waits on (MESSAGE_BUFFER_MAX).
@@ -47,8 +61,9 @@ type RPCConfig struct {
 	// MaxKept bounds the results kept for tasks nobody is waiting on (default
 	// DefaultRPCMaxKept); past it the oldest are dropped. Results being waited on are not counted.
 	MaxKept int
-	// PeerVersion is the oldest Celery that reads our results (date_done format, result value
-	// markers, reply queue durability). Zero means 5.2.
+	// PeerVersion is the oldest Celery that reads our results: it picks the body shape (5.7's
+	// full meta or the older five keys), date_done's format, result value markers and the reply
+	// queue's durability. Zero means 5.2.
 	PeerVersion celerycompat.Version
 	// Timezone is the app timezone of date_done when PeerVersion >= 5.5; nil means UTC.
 	Timezone *time.Location
@@ -187,12 +202,16 @@ func (b *RPCBackend) queueArgs() amqp091.Table {
 	if b.cfg.ResultExpires < 0 {
 		return nil
 	}
-	return amqp091.Table{"x-expires": b.cfg.ResultExpires.Milliseconds()}
+	ms := b.cfg.ResultExpires.Milliseconds()
+	if ms <= math.MaxInt32 {
+		return amqp091.Table{"x-expires": int32(ms)} // py-amqp's signed 32-bit int where it fits
+	}
+	return amqp091.Table{"x-expires": ms}
 }
 
 // durable reports whether the reply queue is durable: Celery 5.7 declares it so (captured), 5.2
 // transient.
-func (b *RPCBackend) durable() bool { return b.cfg.PeerVersion.AtLeast(celerycompat.Celery55) }
+func (b *RPCBackend) durable() bool { return b.cfg.PeerVersion.AtLeast(celery56) }
 
 // subscribe declares the reply queue on a new channel and consumes it without acks.
 func (b *RPCBackend) subscribe(ctx context.Context) (<-chan amqp091.Delivery, error) {
@@ -355,7 +374,7 @@ func (b *RPCBackend) StoreState(ctx context.Context, req *celerycompat.Message, 
 	if req == nil || req.ReplyTo == "" {
 		return false, nil
 	}
-	body, err := b.format.EncodeMeta(meta, b.cfg.Now())
+	body, err := b.encode(meta)
 	if err != nil {
 		return false, fmt.Errorf("celerycompat/amqp: rpc: store result of task %s: %w", meta.TaskID, err)
 	}
@@ -369,6 +388,39 @@ func (b *RPCBackend) StoreState(ctx context.Context, req *celerycompat.Message, 
 			return false, fmt.Errorf("%w: rpc: store result of task %s: %w", celerycompat.ErrBackend, meta.TaskID, err)
 		}
 	}
+}
+
+// encode renders meta as the peer's Celery publishes it: the Redis meta from 5.7 on, else
+// {"task_id", "status", "result", "traceback", "children"} in that order.
+func (b *RPCBackend) encode(m celerycompat.ResultMeta) ([]byte, error) {
+	if b.cfg.PeerVersion.AtLeast(celery57) {
+		return b.format.EncodeMeta(m, b.cfg.Now())
+	}
+	res, err := b.format.EncodeResult(m.Result)
+	if err != nil {
+		return nil, fmt.Errorf("result: %w", err)
+	}
+	children := m.Children
+	if children == nil {
+		children = []any{}
+	}
+	ch, err := b.format.Codec.MarshalValue(children)
+	if err != nil {
+		return nil, fmt.Errorf("children: %w", err)
+	}
+	var buf bytes.Buffer
+	buf.WriteString(`{"task_id": `)
+	protocol.WritePyString(&buf, m.TaskID)
+	buf.WriteString(`, "status": `)
+	protocol.WritePyString(&buf, string(m.Status))
+	buf.WriteString(`, "result": `)
+	buf.Write(res)
+	buf.WriteString(`, "traceback": `)
+	protocol.WritePyStringOrNull(&buf, m.Traceback)
+	buf.WriteString(`, "children": `)
+	buf.Write(ch)
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
 }
 
 // publishing is the reply message of a state, with kombu's properties.
