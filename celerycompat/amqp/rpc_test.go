@@ -379,3 +379,48 @@ func deref(s *string) any {
 	}
 	return *s
 }
+
+// TestRPCReconnect: after the broker closes the connection (the auto-delete reply queue goes with
+// its consumer), the backend declares and consumes its reply queue again, and a result published
+// afterwards reaches the waiting AsyncResult.
+func TestRPCReconnect(t *testing.T) {
+	tr, v := newTransport(t, Config{})
+	ctx := testCtx(t)
+	rb, err := NewRPCBackend(ctx, tr, RPCConfig{ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rb.Close() })
+	waiting := make(chan error, 1)
+	go func() {
+		m, err := celerycompat.AsyncResultOn(rb, "after").Wait(ctx)
+		if err == nil && m.Status != celerycompat.StateSuccess {
+			err = errors.New("state " + string(m.Status))
+		}
+		waiting <- err
+	}()
+	rb.mu.Lock()
+	old := rb.ch
+	rb.mu.Unlock()
+	v.CloseConnections(t, "test: lost connection")
+	waitFor(t, func() bool { rb.mu.Lock(); defer rb.mu.Unlock(); return rb.ch != old })
+	waitQueues(t, v, func(qs map[string]celerytest.Queue) bool { return qs[rb.ReplyQueue()].Consumers == 1 })
+	req := &celerycompat.Message{ID: "after", ReplyTo: rb.ReplyQueue()}
+	if _, err := rb.StoreState(ctx, req, celerycompat.ResultMeta{TaskID: "after", Status: celerycompat.StateSuccess, Result: 1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-waiting:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the result published after the reconnect never reached the waiter")
+	}
+	if err := rb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rb.WaitMeta(ctx, "other"); !errors.Is(err, celerycompat.ErrBackend) {
+		t.Errorf("WaitMeta after Close: %v, want ErrBackend", err)
+	}
+}
