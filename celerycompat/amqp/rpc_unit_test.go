@@ -3,11 +3,15 @@ package amqp
 import (
 	"container/list"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/celerybridge/celerybridge/celerycompat"
@@ -16,7 +20,7 @@ import (
 
 // newRPCUnit is an RPCBackend with no connection, fed through deliver.
 func newRPCUnit(maxKept int) *RPCBackend {
-	return &RPCBackend{cfg: RPCConfig{MaxKept: maxKept}, log: slog.New(slog.DiscardHandler),
+	return &RPCBackend{cfg: RPCConfig{MaxKept: maxKept, Now: time.Now}, log: slog.New(slog.DiscardHandler),
 		format: protocol.ResultFormat{}, entries: map[string]*rpcEntry{}, order: list.New()}
 }
 
@@ -177,5 +181,69 @@ func waitFor(t *testing.T, ok func() bool) {
 			t.Fatal("condition not met within 5 s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestRPCMatchesCapture: for every result message Python Celery's rpc backend published in the
+// captures (testdata/wire/amqp/<version>/worker/rpc_result.json, SUCCESS and FAILURE), the reply
+// RPCBackend builds for the same state, with that version as PeerVersion, has the same
+// properties and byte-identical body. The decoded state is what Python stored.
+func TestRPCMatchesCapture(t *testing.T) {
+	for _, tc := range []struct {
+		dir  string
+		peer celerycompat.Version
+	}{{"5.2.6", celerycompat.Celery52}, {"5.7.0", celery57}} {
+		t.Run(tc.dir, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "wire", "amqp", tc.dir, "worker", "rpc_result.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var capture struct {
+				Raw []struct {
+					Properties struct {
+						ContentType        string         `json:"content_type"`
+						ContentEncoding    string         `json:"content_encoding"`
+						ApplicationHeaders map[string]any `json:"application_headers"`
+						DeliveryMode       uint8          `json:"delivery_mode"`
+						Priority           uint8          `json:"priority"`
+						CorrelationID      string         `json:"correlation_id"`
+					} `json:"properties"`
+					BodyText string `json:"body_text"`
+				} `json:"raw"`
+			}
+			if err := json.Unmarshal(raw, &capture); err != nil {
+				t.Fatal(err)
+			}
+			if len(capture.Raw) != 2 {
+				t.Fatalf("%d captured replies, want 2 (SUCCESS, FAILURE)", len(capture.Raw))
+			}
+			b := newRPCUnit(10)
+			b.cfg.PeerVersion = tc.peer
+			b.format = protocol.ResultFormat{Codec: protocol.Codec{PeerVersion: tc.peer}, PeerVersion: tc.peer}
+			for i, c := range capture.Raw {
+				p := c.Properties
+				meta, err := b.format.DecodeMeta(p.CorrelationID, []byte(c.BodyText))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := []celerycompat.State{celerycompat.StateSuccess, celerycompat.StateFailure}[i]; meta.Status != want {
+					t.Errorf("reply %d: %s, want %s", i, meta.Status, want)
+				}
+				meta.Raw = nil
+				body, err := b.encode(*meta)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(body) != c.BodyText {
+					t.Errorf("reply %d body:\n got %s\nwant %s", i, body, c.BodyText)
+				}
+				pub := b.publishing(&celerycompat.Message{ID: p.CorrelationID, CorrelationID: p.CorrelationID}, meta.TaskID, body)
+				got := []any{pub.ContentType, pub.ContentEncoding, len(pub.Headers), pub.DeliveryMode, pub.Priority, pub.CorrelationId}
+				want := []any{p.ContentType, p.ContentEncoding, len(p.ApplicationHeaders), p.DeliveryMode, p.Priority, p.CorrelationID}
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("reply %d properties (-python +go):\n%s", i, diff)
+				}
+			}
+		})
 	}
 }
