@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"container/list"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/celerybridge/celerybridge/celerycompat"
@@ -133,7 +133,7 @@ func NewRPCBackend(ctx context.Context, t *Transport, cfg RPCConfig) (*RPCBacken
 		return nil, fmt.Errorf("%w: amqp: nil Transport", celerycompat.ErrInvalidConfig)
 	}
 	if cfg.ReplyQueue == "" {
-		cfg.ReplyQueue = uuid.NewString()
+		cfg.ReplyQueue = newOID()
 	}
 	if cfg.ResultExpires == 0 {
 		cfg.ResultExpires = celerycompat.DefaultResultExpires
@@ -554,4 +554,13 @@ func resultTaskID(body []byte) string {
 	}
 	_ = json.Unmarshal(body, &v)
 	return v.TaskID
+}
+
+// newOID is a random (version 4) UUID, the reply queue's default name: Celery's oid is a UUID too.
+func newOID() string {
+	var u [16]byte
+	_, _ = rand.Read(u[:]) // crypto/rand.Read never fails (Go 1.24)
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
 }
