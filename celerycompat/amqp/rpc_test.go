@@ -424,3 +424,57 @@ func TestRPCReconnect(t *testing.T) {
 		t.Errorf("WaitMeta after Close: %v, want ErrBackend", err)
 	}
 }
+
+// TestRPCGoToGo: on one rpc:// App a Go worker's SUCCESS, FAILURE and STARTED reach the App's
+// AsyncResult, and State keeps the received state after Get, as Celery's client does.
+func TestRPCGoToGo(t *testing.T) {
+	app := newRPCApp(t, celerytest.CeleryNew, "")
+	w, err := app.Worker(celerycompat.WorkerConfig{Hostname: "go@rpc", TrackStarted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	if err := w.Register("go.wait", celerycompat.HandlerFunc(func(ctx context.Context, _ *celerycompat.Request) (any, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return "done", nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Register("go.fail", celerycompat.HandlerFunc(func(context.Context, *celerycompat.Request) (any, error) {
+		return nil, celerycompat.NewTaskError("ValueError", "bad", 42)
+	})); err != nil {
+		t.Fatal(err)
+	}
+	runGoWorker(t, w)
+	ctx := testCtx(t)
+	slow, err := app.Send(ctx, "go.wait", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { s, _ := slow.State(ctx); return s == celerycompat.StateStarted })
+	close(release)
+	if got, err := slow.Get(ctx); err != nil || got != "done" {
+		t.Errorf("go.wait: %v, %v", got, err)
+	}
+	if s, _ := slow.State(ctx); s != celerycompat.StateSuccess {
+		t.Errorf("State after Get: %s", s)
+	}
+	fail, err := app.Send(ctx, "go.fail", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = fail.Get(ctx)
+	var te *celerycompat.TaskError
+	if !errors.As(err, &te) || te.ExcType != "ValueError" || te.Error() != "ValueError: bad, 42" {
+		t.Errorf("go.fail: %v", err)
+	}
+	if err := fail.Forget(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := fail.State(ctx); s != celerycompat.StatePending {
+		t.Errorf("State after Forget: %s, want PENDING", s)
+	}
+}
