@@ -33,6 +33,7 @@ type ResultBackend interface {
 // queue (rpc://): a Producer bound to it sets every task's reply_to to ReplyQueue, as Celery's
 // send_task sets it to app.thread_oid.
 type ReplyQueuer interface {
+	// ReplyQueue is the name of the queue the backend receives results on.
 	ReplyQueue() string
 }
 
