@@ -235,7 +235,12 @@ func (b *RPCBackend) subscribe(ctx context.Context) (<-chan amqp091.Delivery, er
 	}
 	b.mu.Lock()
 	b.ch = ch
+	// A Close that ran while this subscribed did not see ch: close it here, so run returns.
+	closing := b.ctx != nil && b.ctx.Err() != nil
 	b.mu.Unlock()
+	if closing {
+		_ = ch.Close()
+	}
 	return deliveries, nil
 }
 
