@@ -29,8 +29,13 @@ type Config struct {
 	// (it implements Transport with this package's types), so this package cannot import it.
 	Transport Transport
 	// ResultBackend is Celery's result_backend, a Redis URL as BrokerURL; empty stores no
-	// results (Celery's default DisabledBackend).
+	// results (Celery's default DisabledBackend). For rpc:// use package celerycompat/amqp's
+	// NewApp, which builds Results.
 	ResultBackend string
+	// Results is a result backend the caller built, such as package celerycompat/amqp's rpc://
+	// one. The App reads results from it and hands it to its workers and producers; it does not
+	// close it. Set it or ResultBackend, not both.
+	Results ResultBackend
 	// PeerVersion is the oldest Celery, Python side, that reads what this app writes (messages,
 	// results, control replies, events): it picks the wire format in every one of them. Zero
 	// means 5.2, which every supported Celery reads.
@@ -72,8 +77,9 @@ type App struct {
 	cfg       Config
 	pools     []*redis.Pool
 	transport Transport
-	broker    *Broker  // nil when the transport is not Redis
-	backend   *Backend // nil without ResultBackend
+	broker    *Broker       // nil when the transport is not Redis
+	backend   *Backend      // nil without ResultBackend
+	results   ResultBackend // backend, or Config.Results; nil without either
 	producer  *Producer
 
 	closeOnce sync.Once
@@ -92,6 +98,12 @@ func New(cfg Config) (*App, error) {
 		return nil, fmt.Errorf("%w: BrokerURL (or Transport) is required", ErrInvalidConfig)
 	case cfg.BrokerURL != "" && hasTransport:
 		return nil, fmt.Errorf("%w: BrokerURL and Transport are both set; set one", ErrInvalidConfig)
+	}
+	if cfg.Results != nil && nilBackend(cfg.Results) {
+		cfg.Results = nil
+	}
+	if cfg.Results != nil && cfg.ResultBackend != "" {
+		return nil, fmt.Errorf("%w: ResultBackend and Results are both set; set one", ErrInvalidConfig)
 	}
 	if cfg.PoolLimit < 0 {
 		return nil, fmt.Errorf("%w: negative PoolLimit", ErrInvalidConfig)
@@ -134,6 +146,10 @@ func New(cfg Config) (*App, error) {
 			return nil, err
 		}
 	}
+	a.results = cfg.Results
+	if a.backend != nil {
+		a.results = a.backend
+	}
 	var err error
 	if a.producer, err = a.Producer(ProducerConfig{}); err != nil {
 		a.Close()
@@ -149,18 +165,18 @@ func (a *App) Send(ctx context.Context, name string, args []any, kwargs map[stri
 }
 
 // AsyncResult returns a handle on the result of task id (app.AsyncResult), or nil when the app
-// has no ResultBackend.
+// has no result backend.
 func (a *App) AsyncResult(id string) *AsyncResult {
-	if a.backend == nil {
+	if a.results == nil {
 		return nil
 	}
-	return a.backend.AsyncResult(id)
+	return AsyncResultOn(a.results, id)
 }
 
 // Producer returns a producer on the app's broker; cfg.Backend defaults to the app's backend.
 func (a *App) Producer(cfg ProducerConfig) (*Producer, error) {
 	if cfg.Backend == nil {
-		cfg.Backend = a.backend
+		cfg.Backend = a.results
 	}
 	return NewProducer(a.transport, cfg)
 }
@@ -170,7 +186,7 @@ func (a *App) Producer(cfg ProducerConfig) (*Producer, error) {
 // app's logger. Stop the worker before closing the app.
 func (a *App) Worker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.Backend == nil {
-		cfg.Backend = a.backend
+		cfg.Backend = a.results
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = a.cfg.Logger
@@ -204,8 +220,13 @@ func (a *App) Broker() (*Broker, error) {
 // Config.Transport.
 func (a *App) Transport() Transport { return a.transport }
 
-// Backend returns the app's result backend, nil without ResultBackend.
+// Backend returns the app's Redis result backend, nil without ResultBackend (with Results, see
+// ResultStore).
 func (a *App) Backend() *Backend { return a.backend }
+
+// ResultStore returns the app's result backend, whichever it is (Backend or Config.Results), nil
+// without one.
+func (a *App) ResultStore() ResultBackend { return a.results }
 
 // Close stops the result backend's listener and closes the app's pools. Stop the workers first.
 // Only the first call does anything; later calls return its result.

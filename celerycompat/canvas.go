@@ -17,12 +17,16 @@ func (p *Producer) SendGroup(ctx context.Context, sigs []Signature, opts ...Send
 
 // SendChord publishes a chord, as chord(header)(body) does: the header tasks run as a group and,
 // when the last one finishes, body runs with their results in header order prepended to its
-// args (unless immutable). The producer needs a Backend (chords count in it, as Celery's Redis
-// backend does). The handle returned is the body's.
+// args (unless immutable). The producer needs the Redis *Backend (chords count in it, as Celery's
+// Redis backend does); with another ResultBackend it returns an error wrapping
+// ErrChordUnsupported. The handle returned is the body's.
 func (p *Producer) SendChord(ctx context.Context, header []Signature, body Signature, opts ...SendOption) (*AsyncResult, error) {
-	b := p.cfg.Backend
-	if b == nil {
+	if p.cfg.Backend == nil {
 		return nil, fmt.Errorf("%w: a chord needs the producer's Backend", ErrInvalidConfig)
+	}
+	b := redisBackend(p.cfg.Backend)
+	if b == nil {
+		return nil, fmt.Errorf("%w: %T", ErrChordUnsupported, p.cfg.Backend)
 	}
 	if len(header) == 0 {
 		return nil, fmt.Errorf("%w: empty chord header", ErrInvalidConfig)
@@ -56,7 +60,9 @@ func (p *Producer) sendHeader(ctx context.Context, gid string, sigs []Signature,
 			ids[i] = uuid.NewString()
 		}
 	}
-	if b := p.cfg.Backend; b != nil && body == nil {
+	// Only the Redis backend saves groups; Celery's rpc backend does not either (save_group is
+	// NotImplemented there, and group.apply_async does not call it).
+	if b := redisBackend(p.cfg.Backend); b != nil && body == nil {
 		if err := b.SaveGroup(ctx, gid, ids); err != nil {
 			return "", nil, err
 		}

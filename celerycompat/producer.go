@@ -23,8 +23,9 @@ type PublishHook func(ctx context.Context, m *Message) error
 
 // ProducerConfig configures a Producer. The zero value works.
 type ProducerConfig struct {
-	// Backend, when set, is where results are read from: Send returns handles bound to it.
-	Backend *Backend
+	// Backend, when set, is where results are read from: Send returns handles bound to it. A
+	// backend with a reply queue (a ReplyQueuer, such as rpc://) also names every task's reply_to.
+	Backend ResultBackend
 	// DefaultQueue is the queue for tasks sent without WithQueue (default "celery").
 	DefaultQueue string
 	// Origin is the "origin" header, Celery's producer node name (default "gen<pid>@<hostname>").
@@ -66,7 +67,13 @@ func NewProducer(broker Transport, cfg ProducerConfig) (*Producer, error) {
 	default:
 		return nil, fmt.Errorf("%w: protocol %d (want 1 or 2)", ErrInvalidConfig, cfg.Protocol)
 	}
+	if cfg.Backend != nil && nilBackend(cfg.Backend) {
+		cfg.Backend = nil
+	}
 	p := &Producer{broker: broker, cfg: cfg, replyTo: uuid.NewString(), now: cfg.Now}
+	if rq, ok := cfg.Backend.(ReplyQueuer); ok {
+		p.replyTo = rq.ReplyQueue()
+	}
 	if p.now == nil {
 		p.now = time.Now
 	}
@@ -247,7 +254,7 @@ func (p *Producer) SendBatch(ctx context.Context, reqs []TaskRequest) ([]*AsyncR
 
 func (p *Producer) resultFor(id string) *AsyncResult {
 	if p.cfg.Backend != nil {
-		return p.cfg.Backend.AsyncResult(id)
+		return AsyncResultOn(p.cfg.Backend, id)
 	}
 	return &AsyncResult{ID: id}
 }

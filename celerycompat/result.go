@@ -11,14 +11,29 @@ import (
 // beyond the id and is safe for concurrent use.
 type AsyncResult struct {
 	ID string
-	b  *Backend
+	b  ResultBackend
 }
 
 // AsyncResult returns a handle on the result of task id.
 func (b *Backend) AsyncResult(id string) *AsyncResult { return &AsyncResult{ID: id, b: b} }
 
+// backend returns the handle's result backend, or an error for a handle made without one (a
+// Producer without Backend returns such handles).
+func (r *AsyncResult) backend() (ResultBackend, error) {
+	if r.b == nil || nilBackend(r.b) {
+		return nil, fmt.Errorf("%w: task %s: the handle has no result backend", ErrInvalidConfig, r.ID)
+	}
+	return r.b, nil
+}
+
 // Meta reads the stored result once (PENDING when nothing is stored).
-func (r *AsyncResult) Meta(ctx context.Context) (*ResultMeta, error) { return r.b.GetMeta(ctx, r.ID) }
+func (r *AsyncResult) Meta(ctx context.Context) (*ResultMeta, error) {
+	b, err := r.backend()
+	if err != nil {
+		return nil, err
+	}
+	return b.GetMeta(ctx, r.ID)
+}
 
 // State reads the task's current state.
 func (r *AsyncResult) State(ctx context.Context) (State, error) {
@@ -36,12 +51,18 @@ func (r *AsyncResult) Ready(ctx context.Context) (bool, error) {
 }
 
 // Forget deletes the stored result.
-func (r *AsyncResult) Forget(ctx context.Context) error { return r.b.Forget(ctx, r.ID) }
+func (r *AsyncResult) Forget(ctx context.Context) error {
+	b, err := r.backend()
+	if err != nil {
+		return err
+	}
+	return b.Forget(ctx, r.ID)
+}
 
 // Get waits until the task is ready and returns its result: the return value on SUCCESS, a
-// *TaskError (State set) on FAILURE or REVOKED. It waits without polling, on the backend's
-// shared pub/sub connection, and returns ctx.Err() when ctx ends first. Use a ctx with a
-// deadline for Celery's get(timeout=...).
+// *TaskError (State set) on FAILURE or REVOKED. It waits without polling (on Redis, on the
+// backend's shared pub/sub connection; on rpc://, on the reply queue), and returns ctx.Err()
+// when ctx ends first. Use a ctx with a deadline for Celery's get(timeout=...).
 func (r *AsyncResult) Get(ctx context.Context) (any, error) {
 	m, err := r.Wait(ctx)
 	if err != nil {
@@ -58,17 +79,26 @@ func (r *AsyncResult) Get(ctx context.Context) (any, error) {
 }
 
 // Wait blocks until the task is in a ready state and returns its meta (a FAILURE is returned as
-// meta, not as an error).
+// meta, not as an error). See the backend's WaitMeta.
+func (r *AsyncResult) Wait(ctx context.Context) (*ResultMeta, error) {
+	b, err := r.backend()
+	if err != nil {
+		return nil, err
+	}
+	return b.WaitMeta(ctx, r.ID)
+}
+
+// WaitMeta blocks until task id is in a ready state and returns its meta (ResultBackend).
 //
 // It subscribes to the result channel first and reads the key once the server has confirmed the
 // subscription, then waits for published values; after a reconnect of the pub/sub connection it
 // reads the key again, so no store is missed.
-func (r *AsyncResult) Wait(ctx context.Context) (*ResultMeta, error) {
+func (b *Backend) WaitMeta(ctx context.Context, id string) (*ResultMeta, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	cons := r.b.consumer
-	w, err := cons.subscribe(r.b.keys.TaskMeta(r.ID))
+	cons := b.consumer
+	w, err := cons.subscribe(b.keys.TaskMeta(id))
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +119,7 @@ func (r *AsyncResult) Wait(ctx context.Context) (*ResultMeta, error) {
 		}
 		msgs, resync := w.take()
 		for _, raw := range msgs {
-			m, err := r.b.decodeMeta(r.ID, raw)
+			m, err := b.decodeMeta(id, raw)
 			if err != nil {
 				return nil, err
 			}
@@ -100,7 +130,7 @@ func (r *AsyncResult) Wait(ctx context.Context) (*ResultMeta, error) {
 		if !resync && !reread {
 			continue
 		}
-		m, err := r.b.GetMeta(ctx, r.ID)
+		m, err := b.GetMeta(ctx, id)
 		switch {
 		case err == nil:
 			if m.Status.Ready() {

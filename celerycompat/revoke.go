@@ -329,7 +329,7 @@ func (w *Worker) revokeCommand(ctx context.Context, raw []any, terminate bool, s
 			}
 			switch meta.Status {
 			case StatePending, StateReceived, StateRetry, StateRejected:
-				if _, err := b.MarkRevoked(ctx, id, RevokedReasonRevoked); err != nil {
+				if _, err := storeMark(ctx, b, nil, revokedMeta(id, RevokedReasonRevoked), nil); err != nil {
 					w.log.Warn("could not store REVOKED", "task_id", id, "error", err)
 				}
 			}

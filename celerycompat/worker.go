@@ -48,8 +48,9 @@ type WorkerConfig struct {
 	StartedAfter time.Duration
 	// UnknownTasks says what to do with a task no handler is registered for.
 	UnknownTasks UnknownTaskPolicy
-	// Backend stores results; nil stores none.
-	Backend *Backend
+	// Backend stores results: the Redis *Backend, or another ResultBackend such as package
+	// amqp's rpc:// one. Nil stores none.
+	Backend ResultBackend
 	// Hooks receive the worker's events; nil gives the worker an empty set, which Worker.Hooks
 	// returns for connecting hooks later.
 	Hooks *Hooks
@@ -157,6 +158,9 @@ const (
 func NewWorker(t Transport, cfg WorkerConfig) (*Worker, error) {
 	if t == nil || reflectNil(t) {
 		return nil, fmt.Errorf("%w: nil transport", ErrInvalidConfig)
+	}
+	if cfg.Backend != nil && nilBackend(cfg.Backend) {
+		cfg.Backend = nil // a nil *Backend stores none, as before the ResultBackend interface
 	}
 	broker, _ := t.(*Broker)
 	fanout := fanoutOf(t)

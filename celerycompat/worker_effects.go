@@ -141,7 +141,7 @@ func (w *Worker) onSuccess(ctx context.Context, it *inflight, out *outcome) bool
 	if b := w.cfg.Backend; b != nil && !m.IgnoreResult && !it.cfg.ignoreResult {
 		opts := w.markOptions(it, children)
 		if !w.effect(ctx, it, "store SUCCESS", func(ctx context.Context) error {
-			_, err := b.MarkSuccess(ctx, m.ID, out.result, opts...)
+			_, err := storeMark(ctx, b, m, ResultMeta{TaskID: m.ID, Status: StateSuccess, Result: out.result}, opts)
 			return err
 		}) {
 			return false
@@ -184,13 +184,13 @@ func (w *Worker) onFailure(ctx context.Context, it *inflight, out *outcome) bool
 	}
 	if b := w.cfg.Backend; b != nil {
 		if !w.effect(ctx, it, "store FAILURE", func(ctx context.Context) error {
-			if _, err := b.MarkFailure(ctx, m.ID, out.taskErr, out.traceback, w.markOptions(it, nil)...); err != nil {
+			if _, err := storeMark(ctx, b, m, failureMeta(m.ID, out.taskErr, out.traceback), w.markOptions(it, nil)); err != nil {
 				return err
 			}
 			// Celery also fails the rest of the chain, so that waiters on it do not hang.
 			for _, s := range m.Embed.Chain {
 				if id, _ := s.Options["task_id"].(string); id != "" {
-					if _, err := b.MarkFailure(ctx, id, out.taskErr, out.traceback); err != nil {
+					if _, err := storeMark(ctx, b, nil, failureMeta(id, out.taskErr, out.traceback), nil); err != nil {
 						return err
 					}
 				}
@@ -248,7 +248,7 @@ func (w *Worker) onRetry(ctx context.Context, it *inflight, out *outcome) bool {
 	if b := w.cfg.Backend; b != nil {
 		opts := append(w.markOptions(it, nil), ResultChildren(resultTuple(m.ID)))
 		if !w.effect(ctx, it, "store RETRY", func(ctx context.Context) error {
-			_, err := b.MarkRetry(ctx, m.ID, te, tb, opts...)
+			_, err := storeMark(ctx, b, m, retryMeta(m.ID, te, tb), opts)
 			return err
 		}) {
 			return false
@@ -262,8 +262,15 @@ func (w *Worker) onRetry(ctx context.Context, it *inflight, out *outcome) bool {
 // chordPart does the chord bookkeeping of a header task and, when it completes the chord,
 // publishes the body with the ordered results.
 func (w *Worker) chordPart(ctx context.Context, it *inflight, state State, result any) bool {
-	m, b := it.msg, w.cfg.Backend
-	if m.Embed.Chord == nil || m.Group == "" || b == nil {
+	m := it.msg
+	if m.Embed.Chord == nil || m.Group == "" || w.cfg.Backend == nil {
+		return true
+	}
+	b := redisBackend(w.cfg.Backend)
+	if b == nil {
+		// Celery's rpc backend ignores on_chord_part_return too; the body is never sent.
+		w.log.Warn("chord part not counted: the result backend keeps no chords", "task_id", m.ID, "group_id", m.Group,
+			"error", ErrChordUnsupported)
 		return true
 	}
 	body := *m.Embed.Chord
@@ -332,7 +339,7 @@ func (w *Worker) unknown(ctx context.Context, it *inflight) {
 	err := fmt.Errorf("task %q is not registered on %s", m.Task, w.cfg.Hostname)
 	if b := w.cfg.Backend; b != nil {
 		te := &TaskError{ExcType: "NotRegistered", ExcModule: "celery.exceptions", ExcMessage: []any{m.Task}}
-		if _, serr := b.MarkFailure(ctx, m.ID, te, ""); serr != nil {
+		if _, serr := storeMark(ctx, b, m, failureMeta(m.ID, te, ""), nil); serr != nil {
 			w.log.Error("could not store NotRegistered", "task_id", m.ID, "error", serr)
 		}
 	}
@@ -359,7 +366,7 @@ func (w *Worker) revokeWith(ctx context.Context, it *inflight, reason string, si
 	defer w.finish(it)
 	if b := w.cfg.Backend; b != nil {
 		if !w.effect(ctx, it, "store REVOKED", func(ctx context.Context) error {
-			_, err := b.MarkRevoked(ctx, m.ID, reason, w.markOptions(it, nil)...)
+			_, err := storeMark(ctx, b, m, revokedMeta(m.ID, reason), w.markOptions(it, nil))
 			return err
 		}) {
 			return

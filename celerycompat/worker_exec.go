@@ -91,7 +91,7 @@ func (w *Worker) execute(ctx context.Context, it *inflight) {
 	if w.trackStarted(it) && w.cfg.Backend != nil {
 		store := func() {
 			w.effect(ctx, it, "store STARTED", func(ctx context.Context) error {
-				_, err := w.cfg.Backend.MarkStarted(ctx, m.ID, w.pid, w.cfg.Hostname, w.markOptions(it, nil)...)
+				_, err := storeMark(ctx, w.cfg.Backend, m, startedMeta(m.ID, w.pid, w.cfg.Hostname), w.markOptions(it, nil))
 				return err
 			})
 		}

@@ -40,6 +40,9 @@
 //     events on the durable celeryev topic exchange with their routing key and a hostname header.
 //     AMQP cannot list a fanout exchange's queues, so mingle greets every worker and waits its
 //     second, as Celery does.
+//   - Celery's rpc:// result backend (RPCBackend; NewApp with ResultBackend "rpc://"): results
+//     published to the default exchange with the task's reply_to as routing key and its id as
+//     correlation_id, received on the client's auto-delete reply queue (docs/amqp-wire.md §6).
 //   - A lost connection is re-established with exponential backoff. Messages delivered on the old
 //     channel are the broker's again (it redelivers them with redelivered=true); settling one of
 //     them returns an error wrapping ErrStaleDelivery.

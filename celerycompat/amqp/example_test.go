@@ -62,3 +62,25 @@ func ExampleNew_app() {
 	_, err = app.Send(ctx, "tasks.add", []any{2, 3}, nil, celerycompat.WithPriority(9))
 	fmt.Println(err)
 }
+
+// Celery(broker='amqp://…', backend='rpc://') in Go: the result of a task comes back as a
+// message on the app's reply queue, whichever worker (Go or Python) ran it. Python's
+// `AsyncResult.get()` on such an app reads what a Go worker on it stores the same way.
+func ExampleNewApp_rpc() {
+	ctx := context.Background()
+	app, err := amqp.NewApp(ctx, celerycompat.Config{
+		BrokerURL:     "amqp://guest:guest@127.0.0.1:5672//",
+		ResultBackend: "rpc://",
+		PeerVersion:   celerycompat.Celery55, // the oldest Python Celery in the deployment
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer app.Close()
+	res, err := app.Send(ctx, "tasks.add", []any{2, 3}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	sum, err := res.Get(ctx)
+	fmt.Println(sum, err)
+}
