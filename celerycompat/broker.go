@@ -51,6 +51,19 @@ type BrokerConfig struct {
 	// request that arrives on both runs once (by its delivery tag, as kombu does). Set it on
 	// every Go worker and control client of such a deployment while old peers remain.
 	SentinelFanoutCompat bool
+	// ClientSideDeadline turns off the server-side check of a publish's deadline. By default a
+	// publish whose ctx has a deadline runs as one script that compares Redis's clock (TIME) with
+	// that deadline and pushes nothing once it has passed: each message then fails with
+	// ErrDeadlinePassed, and a publish that reached a Redis which then hung, and that Redis runs
+	// only after the caller gave up, queues nothing. Without a deadline, or with this set, the
+	// publish is the plain pipeline kombu sends, which Redis runs whenever it gets to it: a
+	// publish that timed out may still be queued later.
+	//
+	// The check assumes the clocks of this process and Redis agree to well within the time the
+	// deadline leaves (NTP keeps them within milliseconds): a Redis clock ahead by d refuses
+	// publishes with less than d left, one behind by d lets a publish run up to d late. Set this
+	// when they may not agree, or when the Redis user may not run scripts (EVALSHA).
+	ClientSideDeadline bool
 }
 
 // Broker publishes Celery task messages to Redis lists the way kombu's Redis transport does, and
@@ -184,6 +197,11 @@ const publishRetries = 3
 // for those that were published; it is never shorter than msgs. Messages whose connection broke
 // before Redis answered are retried on a new connection up to three times (Celery's default
 // publish retry policy).
+//
+// When ctx has a deadline, Redis checks it too (unless BrokerConfig.ClientSideDeadline): the
+// batch is one script that pushes nothing once Redis's clock has passed the deadline, and its
+// messages fail with ErrDeadlinePassed. A publish that times out on this side is then queued
+// only if Redis ran it before the deadline.
 func (b *Broker) PublishBatch(ctx context.Context, msgs []*Message) []error {
 	errs := make([]error, len(msgs))
 	todo := make([]int, 0, len(msgs))
@@ -257,10 +275,20 @@ func (b *Broker) publishOnce(ctx context.Context, msgs []*Message, encoded [][]b
 		pushes = append(pushes, p)
 		sent = append(sent, k)
 	}
-	perr, brokenAt, berr := rdb.PushAll(c, b.keys, pushes)
+	var perr []error
+	var brokenAt int
+	var berr error
+	if deadline, ok := ctx.Deadline(); ok && !b.cfg.ClientSideDeadline {
+		perr, brokenAt, berr = rdb.PushAllBefore(c, b.keys, pushes, deadline, deadline.Sub(b.now()))
+	} else {
+		perr, brokenAt, berr = rdb.PushAll(c, b.keys, pushes)
+	}
 	for j, k := range sent[:brokenAt] {
-		if perr[j] != nil {
-			i := todo[k]
+		i := todo[k]
+		switch {
+		case errors.Is(perr[j], rdb.ErrPastDeadline):
+			errs[i] = fmt.Errorf("%w: publish task %s: %w (%w)", ErrBroker, msgs[i].ID, ErrDeadlinePassed, context.DeadlineExceeded)
+		case perr[j] != nil:
 			errs[i] = fmt.Errorf("%w: publish task %s: %w", ErrBroker, msgs[i].ID, perr[j])
 		}
 	}

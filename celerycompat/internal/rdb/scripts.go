@@ -191,3 +191,47 @@ if not redis.call('SET', KEYS[6], ARGV[5], 'NX', 'EX', ARGV[6]) then
 end
 return {1, count, redis.call('ZRANGE', KEYS[1], 0, -1)}
 `)
+
+// pushBeforeScript is PushAll's pipeline (SADD bindings, LPUSH per list) as one script that
+// pushes nothing once Redis's clock has passed the caller's deadline, so a publish that reached
+// a Redis which then hung, and that Redis runs only after the caller gave up, queues nothing.
+//
+//	KEYS: for each push in order, its two binding sets when it declares its queue (Binding,
+//	PermanentBinding), then its lists.
+//	ARGV[1] the deadline, Unix ms. Then four per push: the number of binding sets (0 or 2), the
+//	binding member ("" when none), the number of lists, the envelope.
+//	Returns {0} when Redis's TIME is past the deadline (nothing written); else {1, e1, ..., en}
+//	with ei the first error reply of push i ("" when all its commands succeeded).
+//
+// Each command runs under pcall, so one push's error reply (WRONGTYPE) fails that push only,
+// as in the pipeline. TIME makes the script non-deterministic: replicate_commands (the default
+// since Redis 5) replicates the pushes, not the script.
+var pushBeforeScript = redis.NewScript(-1, pushBeforeSrc)
+
+const pushBeforeSrc = `
+redis.replicate_commands()
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[1]) then
+  return {0}
+end
+local out = {1}
+local k = 1
+for a = 2, #ARGV, 4 do
+  local nbind, member, nlists, raw = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local err = ''
+  for i = 1, nbind + nlists do
+    local r
+    if i <= nbind then
+      r = redis.pcall('SADD', KEYS[k], member)
+    else
+      r = redis.pcall('LPUSH', KEYS[k], raw)
+    end
+    if type(r) == 'table' and r.err and err == '' then
+      err = r.err
+    end
+    k = k + 1
+  end
+  out[#out + 1] = err
+end
+return out
+`
