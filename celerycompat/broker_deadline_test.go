@@ -163,3 +163,44 @@ func TestPublishDeadlineErrorPerMessage(t *testing.T) {
 		t.Errorf("ClientSideDeadline: %d messages in celery, want 2", n)
 	}
 }
+
+// TestPublishDeadlineLargeBatch: a batch of more values for one list than the script pushes per
+// command (1000) lands in the order the plain pipeline gives.
+func TestPublishDeadlineLargeBatch(t *testing.T) {
+	s := newWStack(t, cc.BrokerConfig{})
+	msgs := make([]*cc.Message, 2500)
+	for i := range msgs {
+		m, err := s.producer.Build("tasks.add", []any{i}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs[i] = m
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	plain, err := cc.NewBroker(s.pool, cc.BrokerConfig{ClientSideDeadline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range plain.PublishBatch(ctx, msgs) {
+		if err != nil {
+			t.Fatalf("plain publish %d: %v", i, err)
+		}
+	}
+	want := snapshot(t, s.r, 0)["celery"]
+	s.r.Do(0, "FLUSHDB")
+	for i, err := range s.broker.PublishBatch(ctx, msgs) {
+		if err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	got := snapshot(t, s.r, 0)["celery"]
+	if len(got) != len(msgs) || len(want) != len(msgs) {
+		t.Fatalf("%d messages with a deadline, %d plain, want %d", len(got), len(want), len(msgs))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("celery[%d] differs from the plain pipeline's", i)
+		}
+	}
+}

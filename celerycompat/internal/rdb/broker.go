@@ -233,30 +233,45 @@ var ErrPastDeadline = errors.New("deadline passed by the server's clock")
 // behind by d lets a push run up to d late; ahead by d refuses pushes with less than d left.
 func PushAllBefore(c redis.Conn, k Keys, pushes []Push, deadline time.Time, timeout time.Duration) (errs []error, broken int, brokenErr error) {
 	errs = make([]error, len(pushes))
-	nkeys := 0
-	for _, p := range pushes {
-		nkeys += len(p.Lists)
-		if p.Declare != "" {
-			nkeys += 2
+	// One group per key written, in first-use order, with the pushes it carries.
+	type group struct {
+		cmd    string
+		vals   []any
+		pushes []int
+	}
+	var groups []*group
+	var keys []any
+	byKey := map[string]*group{}
+	add := func(cmd, key string, val any, push int) {
+		g := byKey[cmd+" "+key]
+		if g == nil {
+			g = &group{cmd: cmd}
+			byKey[cmd+" "+key] = g
+			groups = append(groups, g)
+			keys = append(keys, key)
+		}
+		g.vals = append(g.vals, val)
+		if len(g.pushes) == 0 || g.pushes[len(g.pushes)-1] != push {
+			g.pushes = append(g.pushes, push)
 		}
 	}
-	args := make([]any, 0, 2+nkeys+4*len(pushes))
-	args = append(args, nkeys)
-	for _, p := range pushes {
+	for i, p := range pushes {
 		if p.Declare != "" {
-			args = append(args, k.Binding(p.Declare), k.PermanentBinding(p.Declare))
+			member := BindingMember(p.Declare, "", p.Declare)
+			add("SADD", k.Binding(p.Declare), member, i)
+			add("SADD", k.PermanentBinding(p.Declare), member, i)
 		}
 		for _, l := range p.Lists {
-			args = append(args, l)
+			add("LPUSH", l, p.Raw, i)
 		}
 	}
+	args := make([]any, 0, 2+len(keys)+3*len(groups)+len(pushes))
+	args = append(args, len(keys))
+	args = append(args, keys...)
 	args = append(args, deadline.UnixMilli())
-	for _, p := range pushes {
-		nbind, member := 0, ""
-		if p.Declare != "" {
-			nbind, member = 2, BindingMember(p.Declare, "", p.Declare)
-		}
-		args = append(args, nbind, member, len(p.Lists), p.Raw)
+	for _, g := range groups {
+		args = append(args, g.cmd, len(g.vals))
+		args = append(args, g.vals...)
 	}
 	reply, err := redis.Values(evalWithin(c, pushBeforeScript, pushBeforeSrc, timeout, args))
 	if err != nil {
@@ -276,15 +291,19 @@ func PushAllBefore(c redis.Conn, k Keys, pushes []Push, deadline time.Time, time
 			return errs, len(pushes), nil
 		}
 	}
-	if len(reply) != len(pushes)+1 { // cannot happen with this script; fail, not retry
+	if len(reply) != len(groups)+1 { // cannot happen with this script; fail, not retry
 		for i := range errs {
-			errs[i] = fmt.Errorf("push script: %d replies for %d pushes", len(reply)-1, len(pushes))
+			errs[i] = fmt.Errorf("push script: %d replies for %d keys", len(reply)-1, len(groups))
 		}
 		return errs, len(pushes), nil
 	}
-	for i, r := range reply[1:] {
+	for gi, r := range reply[1:] {
 		if msg, _ := redis.String(r, nil); msg != "" {
-			errs[i] = redis.Error(msg)
+			for _, i := range groups[gi].pushes {
+				if errs[i] == nil {
+					errs[i] = redis.Error(msg)
+				}
+			}
 		}
 	}
 	return errs, len(pushes), nil

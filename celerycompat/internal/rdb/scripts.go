@@ -196,16 +196,17 @@ return {1, count, redis.call('ZRANGE', KEYS[1], 0, -1)}
 // pushes nothing once Redis's clock has passed the caller's deadline, so a publish that reached
 // a Redis which then hung, and that Redis runs only after the caller gave up, queues nothing.
 //
-//	KEYS: for each push in order, its two binding sets when it declares its queue (Binding,
-//	PermanentBinding), then its lists.
-//	ARGV[1] the deadline, Unix ms. Then four per push: the number of binding sets (0 or 2), the
-//	binding member ("" when none), the number of lists, the envelope.
-//	Returns {0} when Redis's TIME is past the deadline (nothing written); else {1, e1, ..., en}
-//	with ei the first error reply of push i ("" when all its commands succeeded).
+//	KEYS[i] the i-th key written: binding sets and lists, each once.
+//	ARGV[1] the deadline, Unix ms. Then, for each key in order, three or more: the command
+//	("SADD" or "LPUSH"), the number of values m, then m values (LPUSH: envelopes in push order).
+//	Returns {0} when Redis's TIME is past the deadline (nothing written); else {1, e1, ..., ek}
+//	with ei the first error reply for key i ("" when its commands succeeded).
 //
-// Each command runs under pcall, so one push's error reply (WRONGTYPE) fails that push only,
-// as in the pipeline. TIME makes the script non-deterministic: replicate_commands (the default
-// since Redis 5) replicates the pushes, not the script.
+// One LPUSH with many values leaves a list as that many LPUSHes in the same order would, so a
+// batch costs a command per list rather than per message. Each runs under pcall, so one key's
+// error reply (WRONGTYPE) fails the messages for that key only. Values go in chunks of 1000 to
+// stay within Lua's unpack limit. TIME makes the script non-deterministic: replicate_commands
+// (the default since Redis 5) replicates the writes, not the script.
 var pushBeforeScript = redis.NewScript(-1, pushBeforeSrc)
 
 const pushBeforeSrc = `
@@ -215,22 +216,18 @@ if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[1])
   return {0}
 end
 local out = {1}
-local k = 1
-for a = 2, #ARGV, 4 do
-  local nbind, member, nlists, raw = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+local a = 2
+for k = 1, #KEYS do
+  local cmd, m = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
   local err = ''
-  for i = 1, nbind + nlists do
-    local r
-    if i <= nbind then
-      r = redis.pcall('SADD', KEYS[k], member)
-    else
-      r = redis.pcall('LPUSH', KEYS[k], raw)
-    end
+  for from = a, a + m - 1, 1000 do
+    local r = redis.pcall(cmd, KEYS[k], unpack(ARGV, from, math.min(from + 999, a + m - 1)))
     if type(r) == 'table' and r.err and err == '' then
       err = r.err
     end
-    k = k + 1
   end
+  a = a + m
   out[#out + 1] = err
 end
 return out
