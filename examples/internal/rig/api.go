@@ -109,7 +109,9 @@ type api struct {
 // RedisTimeout (NTP keeps them within milliseconds); a Redis clock behind by d lets a write run
 // up to d late. A task the client was told failed is queued only if Redis ran its publish
 // before the deadline and its reply was then lost (Redis hung, or the connection broke, in
-// between): no deadline can tell that from a publish that never ran.
+// between): no deadline can tell that from a publish that never ran. Through RabbitMQ
+// (Deps.Transport) the publish has no such check, and a publish the broker takes late still
+// queues its task.
 func NewAPI(cfg Config, deps Deps) (*echo.Echo, error) {
 	if err := deps.check(); err != nil {
 		return nil, err
