@@ -56,8 +56,9 @@ type BrokerConfig struct {
 	// that deadline and pushes nothing once it has passed: each message then fails with
 	// ErrDeadlinePassed, and a publish that reached a Redis which then hung, and that Redis runs
 	// only after the caller gave up, queues nothing. Without a deadline, or with this set, the
-	// publish is the plain pipeline kombu sends, which Redis runs whenever it gets to it: a
-	// publish that timed out may still be queued later.
+	// publish is the plain pipeline kombu sends: it waits for Redis's reply as long as the
+	// pool's read timeout allows (ctx's deadline does not bound it), and Redis runs it whenever
+	// it gets to it, so a publish that failed with a timeout may still be queued later.
 	//
 	// The check assumes the clocks of this process and Redis agree to well within the time the
 	// deadline leaves (NTP keeps them within milliseconds): a Redis clock ahead by d refuses

@@ -3,6 +3,7 @@ package celerycompat_test
 import (
 	"context"
 	"errors"
+	"syscall"
 	"testing"
 	"time"
 
@@ -202,5 +203,62 @@ func TestPublishDeadlineLargeBatch(t *testing.T) {
 		if got[i] != want[i] {
 			t.Fatalf("celery[%d] differs from the plain pipeline's", i)
 		}
+	}
+}
+
+// TestPublishDeadlineHungRedis: a publish sent to a real redis-server that is paused (SIGSTOP)
+// fails at its deadline, and when Redis resumes and runs it, it queues nothing. The plain
+// pipeline waited for Redis to resume, then queued the message.
+func TestPublishDeadlineHungRedis(t *testing.T) {
+	s := newWStack(t, cc.BrokerConfig{})
+	msgs := deadlineMsgs(t, s.producer)[:1]
+	warm, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.broker.DeclareQueue(warm, "celery"); err != nil { // a pooled connection, the binding
+		t.Fatal(err)
+	}
+	pid := s.r.PID()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.broker.PublishBatch(ctx, msgs)[0] }()
+	select {
+	case err := <-done:
+		if err == nil || !errors.Is(err, cc.ErrBroker) {
+			t.Errorf("publish to a hung Redis: %v, want a broker error", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Error("publish to a hung Redis did not return at its deadline")
+		resume()
+		<-done
+	}
+	resume()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := s.pool.Get()
+		_, err := c.Do("PING")
+		c.Close()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Redis did not resume: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // let Redis run what waited in its socket
+	if n, _ := redis.Int(s.r.Do(0, "LLEN", "celery"), nil); n != 0 {
+		t.Errorf("after the publish failed and Redis resumed, %d messages queued, want 0", n)
 	}
 }
