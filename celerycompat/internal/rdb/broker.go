@@ -218,21 +218,28 @@ func PushAll(c redis.Conn, k Keys, pushes []Push) (errs []error, broken int, bro
 	return errs, len(pushes), nil
 }
 
-// ErrPastDeadline is PushAllBefore's error for every push when Redis ran it after its deadline:
-// nothing was written.
+// ErrPastDeadline is PushAllBefore's error for every push when Redis ran it after its deadline,
+// or the deadline had passed before it was sent: nothing was written.
 var ErrPastDeadline = errors.New("deadline passed by the server's clock")
 
 // PushAllBefore is PushAll in one script (pushBeforeScript) that writes nothing when Redis's
 // clock (TIME) is past deadline; then every push fails with ErrPastDeadline. Its results mean
 // what PushAll's do; a connection error loses every push's reply (broken is 0). The reply is
 // awaited for timeout (what is left until deadline by the caller's clock), not longer: the
-// pool's read timeout does not apply. Nothing is sent when timeout is not positive.
+// pool's read timeout does not apply. When timeout is not positive nothing is sent and every
+// push fails with ErrPastDeadline.
 //
 // Comparing deadline, taken from the caller's clock, with Redis's assumes the two agree to well
 // within the time the caller leaves itself (NTP keeps them within milliseconds). A Redis clock
 // behind by d lets a push run up to d late; ahead by d refuses pushes with less than d left.
 func PushAllBefore(c redis.Conn, k Keys, pushes []Push, deadline time.Time, timeout time.Duration) (errs []error, broken int, brokenErr error) {
 	errs = make([]error, len(pushes))
+	if timeout <= 0 { // past the deadline already: send nothing
+		for i := range errs {
+			errs[i] = ErrPastDeadline
+		}
+		return errs, len(pushes), nil
+	}
 	// One group per key written, in first-use order, with the pushes it carries.
 	type group struct {
 		cmd    string
@@ -309,13 +316,10 @@ func PushAllBefore(c redis.Conn, k Keys, pushes []Push, deadline time.Time, time
 	return errs, len(pushes), nil
 }
 
-// evalWithin runs script s (source src; args start with the key count) with timeout as the read
-// deadline: EVALSHA, then EVAL when Redis does not have it yet. Unlike Script.DoContext it
+// evalWithin runs script s (source src; args start with the key count) with timeout (positive)
+// as the read deadline: EVALSHA, then EVAL when Redis does not have it yet. Unlike Script.DoContext it
 // starts no goroutine per call (a cost single publishes measurably paid).
 func evalWithin(c redis.Conn, s *redis.Script, src string, timeout time.Duration, args []any) (any, error) {
-	if timeout <= 0 {
-		return nil, context.DeadlineExceeded
-	}
 	do := c.Do // a Conn without per-call timeouts keeps its own read timeout
 	if ct, ok := c.(redis.ConnWithTimeout); ok {
 		do = func(cmd string, args ...any) (any, error) { return ct.DoWithTimeout(timeout, cmd, args...) }
