@@ -262,7 +262,6 @@ func (b *Broker) publishOnce(ctx context.Context, msgs []*Message, encoded [][]b
 	}
 	pushes := make([]rdb.Push, 0, len(todo))
 	sent := make([]int, 0, len(todo)) // index into todo of each push
-	var newQueues []string
 	for k, i := range todo {
 		m := msgs[i]
 		lists, err := b.route(c, m)
@@ -277,7 +276,6 @@ func (b *Broker) publishOnce(ctx context.Context, msgs []*Message, encoded [][]b
 		if q := queueOf(m); q != "" {
 			if _, ok := b.declared.Load(q); !ok {
 				p.Declare = q
-				newQueues = append(newQueues, q)
 			}
 		}
 		pushes = append(pushes, p)
@@ -306,8 +304,12 @@ func (b *Broker) publishOnce(ctx context.Context, msgs []*Message, encoded [][]b
 	if b.cfg.WaitReplicas > 0 {
 		b.waitReplicas(ctx, c, msgs, todo, errs)
 	}
-	for _, q := range newQueues {
-		b.declared.Store(q, struct{}{})
+	// A queue is declared once a push that carried its binding succeeded: one that failed (an
+	// error reply, a deadline passed) may not have written it.
+	for j, p := range pushes {
+		if p.Declare != "" && perr[j] == nil {
+			b.declared.Store(p.Declare, struct{}{})
+		}
 	}
 	return nil
 }

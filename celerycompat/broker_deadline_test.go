@@ -89,6 +89,12 @@ func TestPublishDeadlineOnServer(t *testing.T) {
 			t.Errorf("message %d past its deadline: %v, want ErrDeadlinePassed", i, err)
 		}
 	}
+	// By this side's clock too the deadline has passed: nothing is sent, the same error.
+	for i, err := range s.broker.PublishBatch(past, msgs) {
+		if !errors.Is(err, cc.ErrDeadlinePassed) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("message %d past its deadline by the broker's clock: %v, want ErrDeadlinePassed", i, err)
+		}
+	}
 	if got := snapshot(t, s.r, 0); len(got) != 0 {
 		t.Fatalf("a publish past its deadline wrote %q", got)
 	}
