@@ -30,6 +30,12 @@ var (
 	ErrHookPermanent = errors.New("celerycompat: permanent hook failure")
 	// ErrDuplicateTask is returned when a task name is registered twice.
 	ErrDuplicateTask = errors.New("celerycompat: task already registered")
+	// ErrDeadlinePassed marks a message the Redis broker did not queue because the deadline of
+	// the publish's ctx had passed when the publish reached Redis, by Redis's clock (or by the
+	// Broker's, before it was sent); see BrokerConfig.ClientSideDeadline. Unlike a timeout, it
+	// is certain that nothing was queued. The error also matches context.DeadlineExceeded, as
+	// the timeout it is.
+	ErrDeadlinePassed = errors.New("celerycompat: deadline passed before the broker ran the publish")
 	// ErrUnsupportedTransport marks an operation the transport in use cannot do, such as
 	// App.Broker (the Redis *Broker) on RabbitMQ.
 	ErrUnsupportedTransport = errors.New("celerycompat: not supported on this transport")

@@ -191,3 +191,44 @@ if not redis.call('SET', KEYS[6], ARGV[5], 'NX', 'EX', ARGV[6]) then
 end
 return {1, count, redis.call('ZRANGE', KEYS[1], 0, -1)}
 `)
+
+// pushBeforeScript is PushAll's pipeline (SADD bindings, LPUSH per list) as one script that
+// pushes nothing once Redis's clock has passed the caller's deadline, so a publish that reached
+// a Redis which then hung, and that Redis runs only after the caller gave up, queues nothing.
+//
+//	KEYS[i] the i-th key written: binding sets and lists, each once.
+//	ARGV[1] the deadline, Unix ms. Then, for each key in order, three or more: the command
+//	("SADD" or "LPUSH"), the number of values m, then m values (LPUSH: envelopes in push order).
+//	Returns {0} when Redis's TIME is past the deadline (nothing written); else {1, e1, ..., ek}
+//	with ei the first error reply for key i ("" when its commands succeeded).
+//
+// One LPUSH with many values leaves a list as that many LPUSHes in the same order would, so a
+// batch costs a command per list rather than per message. Each runs under pcall, so one key's
+// error reply (WRONGTYPE) fails the messages for that key only. Values go in chunks of 1000 to
+// stay within Lua's unpack limit. TIME makes the script non-deterministic: replicate_commands
+// (the default since Redis 5) replicates the writes, not the script.
+var pushBeforeScript = redis.NewScript(-1, pushBeforeSrc)
+
+const pushBeforeSrc = `
+redis.replicate_commands()
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[1]) then
+  return {0}
+end
+local out = {1}
+local a = 2
+for k = 1, #KEYS do
+  local cmd, m = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  local err = ''
+  for from = a, a + m - 1, 1000 do
+    local r = redis.pcall(cmd, KEYS[k], unpack(ARGV, from, math.min(from + 999, a + m - 1)))
+    if type(r) == 'table' and r.err and err == '' then
+      err = r.err
+    end
+  end
+  a = a + m
+  out[#out + 1] = err
+end
+return out
+`

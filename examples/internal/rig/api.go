@@ -109,11 +109,16 @@ type api struct {
 // order would be worse: a mapping failure after a successful publish leaves a task that runs
 // although the client was told it failed, and that the client then submits again.
 //
-// One window remains: a publish that reached a Redis which then hung, and that Redis runs only
-// after the client was answered 503, queues a task the client was told failed (its mapping
-// is deleted, or left unreachable as above). Closing it needs the publish itself to carry a
-// deadline Redis checks, as the mapping's script does; celerycompat's PublishBatch does not
-// offer that yet.
+// The publish carries its deadline to Redis as the mapping does (celerycompat checks a publish's
+// ctx deadline against Redis's clock), and the client is answered 503 only after that deadline:
+// a publish that reached a Redis which then hung, and that Redis runs only after the answer,
+// queues nothing. Both checks assume the API's clock and Redis's agree to well within
+// RedisTimeout (NTP keeps them within milliseconds); a Redis clock behind by d lets a write run
+// up to d late. A task the client was told failed is queued only if Redis ran its publish
+// before the deadline and its reply was then lost (Redis hung, or the connection broke, in
+// between): no deadline can tell that from a publish that never ran. Through RabbitMQ
+// (Deps.Transport) the publish has no such check, and a publish the broker takes late still
+// queues its task.
 func NewAPI(cfg Config, deps Deps) (*echo.Echo, error) {
 	if err := deps.check(); err != nil {
 		return nil, err

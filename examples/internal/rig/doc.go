@@ -95,10 +95,11 @@
 //	                 every task the API accepts can report back
 //	Redis            REDIS_TIMEOUT 2 s per Redis step of an API request: a submission answers
 //	                 503 within about twice that when Redis hangs, /healthz within 800 ms; the
-//	                 id mapping is written by a script that refuses to write once that deadline
-//	                 has passed by Redis's clock, so a submission answered 503 leaves nothing
-//	                 behind even when a paused Redis resumes and runs it (API and Redis clocks
-//	                 must agree to well within REDIS_TIMEOUT). Pooled connections idle for 1 s,
+//	                 id mapping and the task's publish are scripts that refuse to write once
+//	                 their deadline has passed by Redis's clock, so a submission answered 503
+//	                 leaves nothing behind even when a paused Redis resumes and runs it (API and
+//	                 Redis clocks must agree to well within REDIS_TIMEOUT; see NewAPI for the
+//	                 lost-reply case). Pooled connections idle for 1 s,
 //	                 or older than a broken one, are PINGed (500 ms deadline) before use, and
 //	                 idempotent steps (id mapping, status reads, PING) retry once on a broken
 //	                 connection, so a Redis restart does not fail requests

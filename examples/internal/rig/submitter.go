@@ -46,7 +46,8 @@ func newSubmitter(ids idStore, producer *celerycompat.Producer, timeout time.Dur
 
 // submit records ids and publishes tasks.process_task with kwargs, batched with whatever other
 // submissions are waiting. It returns nil once both are in Redis. On error neither remains,
-// except a mapping whose clean-up also failed (see NewAPI). It does not give up when ctx ends:
+// except a mapping whose clean-up also failed, or a publish Redis ran whose reply was lost
+// (see NewAPI). It does not give up when ctx ends:
 // once queued, a submission is finished, so that the answer is never "failed" for a task that
 // was published.
 func (s *submitter) submit(ctx context.Context, ids taskIDs, kwargs map[string]any) error {
@@ -106,6 +107,8 @@ func (s *submitter) flushOnce(ctx context.Context) bool {
 		reqs[i] = celerycompat.TaskRequest{Name: TaskName, Kwargs: p.kwargs,
 			Options: []celerycompat.SendOption{celerycompat.WithTaskID(p.ids.Celery)}}
 	}
+	// The publish's deadline is checked by Redis too (BrokerConfig.ClientSideDeadline is off):
+	// a publish Redis runs after it, once the client was answered 503, queues nothing.
 	pctx, pcancel := context.WithTimeout(ctx, s.timeout)
 	defer pcancel()
 	_, errs := s.producer.SendBatch(pctx, reqs)
