@@ -21,7 +21,8 @@ type Transport interface {
 	// PublishBatch sends msgs, each through its DeliveryInfo's exchange and routing key, and
 	// returns one error per message (nil for those sent); the slice is never shorter than msgs. A
 	// message whose error is nil is held by the broker (at least once: a retried publish may send
-	// it twice).
+	// it twice). On Redis a deadline on ctx is also checked by Redis itself, so a publish that
+	// fails with ErrDeadlinePassed was not queued (see Broker.PublishBatch).
 	PublishBatch(ctx context.Context, msgs []*Message) []error
 	// Consume starts taking messages for a worker. The Consumer is the worker's alone.
 	Consume(ctx context.Context, cfg ConsumerConfig) (Consumer, error)
