@@ -35,7 +35,8 @@ type App struct {
 //
 // It lives here rather than behind an amqp:// scheme in celerycompat.New because this package
 // imports celerycompat, so celerycompat cannot import it. Unlike celerycompat.New, it connects at
-// once (AMQP has no lazy pool): a wrong address is an error here. App.Control works over the
+// once: a wrong address is an error here (a Transport built with Config.Lazy and passed as
+// celerycompat.Config.Transport starts while RabbitMQ is down instead). App.Control works over the
 // RabbitMQ mailbox; App.Broker, the Redis *Broker, returns celerycompat.ErrUnsupportedTransport.
 func NewApp(ctx context.Context, cfg celerycompat.Config) (*App, error) {
 	u := cfg.BrokerURL
