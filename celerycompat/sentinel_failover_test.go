@@ -58,10 +58,12 @@ func sentinelFailoverRun(t *testing.T, total, waitReplicas int) {
 	const pyEvery = 10 // every 10th task is cap.add for the Python worker
 	// Both Python peers serve queue "py"; results name the worker (result_extended).
 	env := []string{"CAP_MASTER_NAME=" + celerytest.SentinelMaster, "CAP_VISIBILITY_TIMEOUT=5", "CAP_RESULT_EXTENDED=1"}
-	celerytest.StartPyWorker(t, celerytest.CeleryNew, s.URL(0), s.URL(1), env,
-		"--hostname", "py57@%h", "--queues", "py", "--prefetch", "4")
-	celerytest.StartPyWorker(t, celerytest.CeleryOld, s.URL(0), s.URL(1), env,
-		"--hostname", "py52@%h", "--queues", "py", "--prefetch", "4")
+	pyWorkers := map[string]*celerytest.PyWorker{
+		"py57": celerytest.StartPyWorker(t, celerytest.CeleryNew, s.URL(0), s.URL(1), env,
+			"--hostname", "py57@%h", "--queues", "py", "--prefetch", "4"),
+		"py52": celerytest.StartPyWorker(t, celerytest.CeleryOld, s.URL(0), s.URL(1), env,
+			"--hostname", "py52@%h", "--queues", "py", "--prefetch", "4"),
+	}
 
 	r := &failoverRun{accepted: map[string]time.Time{}, ran: map[string]int{}}
 	newBroker := func(waitReplicas int) *cc.Broker {
@@ -238,6 +240,10 @@ func sentinelFailoverRun(t *testing.T, total, waitReplicas int) {
 			}
 		}
 		t.Errorf("%d of %d cap.add tasks have no result from the Python workers: %v", missing, len(pyIDs), ids)
+		for name, w := range pyWorkers { // what each Python worker did after the kill
+			l := w.Log()
+			t.Logf("%s log, last 3000 bytes:\n%s", name, l[max(0, len(l)-3000):])
+		}
 	}
 	if r.firstRunAt.IsZero() {
 		t.Error("no Go task ran after the kill")
