@@ -33,7 +33,8 @@ func drainN(b *testing.B) int {
 // messages (acks_late, the result stored in Redis, as the task's one effect) by:
 //
 //   - the Go worker (celerycompat.NewWorker on this transport, concurrency 8, prefetch 16);
-//   - Python Celery 5.7.0's worker, -P solo and -P threads -c 8 (prefetch 16, acks_late);
+//   - Python Celery 5.7.0's worker, -P solo, -P prefork -c 2 (one process per core) and
+//     -P threads -c 8 (prefetch 16, acks_late);
 //   - and RabbitMQ's own ceiling for the same queue: raw amqp091 basic.consume + basic.ack of
 //     the messages, no decoding, no task, no result.
 //
@@ -48,16 +49,19 @@ func BenchmarkDrain(b *testing.B) {
 	for range b.N {
 		goRate := drainGo(b, n)
 		pySolo := drainPython(b, n, "--pool", "solo", "--prefetch", "16")
+		pyPrefork := drainPython(b, n, "--pool", "prefork", "--concurrency", "2", "--prefetch", "16")
 		pyThreads := drainPython(b, n, "--pool", "threads", "--concurrency", "8", "--prefetch", "16")
 		raw := drainRaw(b, n)
-		best := max(pySolo, pyThreads)
+		best := max(pySolo, pyPrefork, pyThreads)
 		b.ReportMetric(goRate, "go_tasks/s")
 		b.ReportMetric(pySolo, "py_solo_tasks/s")
+		b.ReportMetric(pyPrefork, "py_prefork2_tasks/s")
 		b.ReportMetric(pyThreads, "py_threads8_tasks/s")
 		b.ReportMetric(raw, "raw_consume_ack_msgs/s")
 		b.ReportMetric(goRate/best, "go_vs_best_py_x")
-		b.Logf("amqp drain of %d: go %.0f/s; python 5.7.0 solo %.0f/s, threads -c 8 %.0f/s; go/best python %.1fx; "+
-			"raw amqp091 consume+ack (RabbitMQ's ceiling here) %.0f/s (2 shared cores)", n, goRate, pySolo, pyThreads, goRate/best, raw)
+		b.Logf("amqp drain of %d: go %.0f/s; python 5.7.0 solo %.0f/s, prefork -c 2 %.0f/s, threads -c 8 %.0f/s; "+
+			"go/best python %.1fx; raw amqp091 consume+ack (RabbitMQ's ceiling here) %.0f/s (2 shared cores)",
+			n, goRate, pySolo, pyPrefork, pyThreads, goRate/best, raw)
 	}
 }
 
