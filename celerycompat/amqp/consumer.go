@@ -40,6 +40,7 @@ func (t *Transport) Consume(ctx context.Context, cfg celerycompat.ConsumerConfig
 		in:     make(chan inbound, 64),
 		kick:   make(chan struct{}, 1),
 		held:   map[string]held{},
+		acks:   newAcker(ackBatch(cfg.Prefetch)),
 		done:   make(chan struct{}),
 		gone:   make(chan struct{}),
 	}
@@ -90,6 +91,7 @@ type consumer struct {
 	name string
 	in   chan inbound
 	kick chan struct{} // Hold changed the prefetch
+	acks *acker        // coalesces basic.ack frames (acks.go)
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -386,16 +388,32 @@ func settleErr(op, tag string, err error) error {
 	return fmt.Errorf("%w: amqp %s %s: %w", celerycompat.ErrBroker, op, tag, err)
 }
 
-// Ack is basic.ack (celerycompat.Consumer).
+// Ack is basic.ack (celerycompat.Consumer). Acks that come close together are coalesced into one
+// basic.ack with multiple=true, sent within a millisecond (acks.go); a crash before it is sent
+// makes the broker redeliver those messages, as a crash before the ack would.
 func (c *consumer) Ack(_ context.Context, d *celerycompat.Delivery) error {
 	h, err := c.take(d)
 	if err != nil {
 		return err
 	}
-	if err := h.ch.Ack(h.tag, false); err != nil {
+	ok, err := c.acks.ack(h.gen, h.ch, h.tag)
+	if !ok {
+		return fmt.Errorf("settle %s: %w", d.Tag, ErrStaleDelivery)
+	}
+	if err != nil {
 		return settleErr("basic.ack", d.Tag, err)
 	}
 	return nil
+}
+
+// ackBatch is how many contiguous acks the consumer coalesces into one basic.ack frame: an
+// eighth of the prefetch window, so that the broker always has most of the window to fill. A
+// prefetch under 16 sends every ack at once.
+func ackBatch(prefetch int) int {
+	if prefetch == 0 || prefetch > 512 {
+		return 64
+	}
+	return max(prefetch/8, 1)
 }
 
 // Requeue is basic.reject with requeue (celerycompat.Consumer). RabbitMQ puts the message back
@@ -406,7 +424,11 @@ func (c *consumer) Requeue(_ context.Context, d *celerycompat.Delivery, _ bool) 
 	if err != nil {
 		return err
 	}
-	if err := h.ch.Reject(h.tag, true); err != nil {
+	ok, err := c.acks.settle(h.gen, h.ch, h.tag, func() error { return h.ch.Reject(h.tag, true) })
+	if !ok {
+		return fmt.Errorf("settle %s: %w", d.Tag, ErrStaleDelivery)
+	}
+	if err != nil {
 		return settleErr("basic.reject", d.Tag, err)
 	}
 	return nil
@@ -504,6 +526,7 @@ func (c *consumer) Close(ctx context.Context) error {
 	c.once.Do(func() {
 		c.cancel()
 		close(c.done)
+		c.acks.close() // the pending acks go out before the channel closes
 		c.opMu.Lock()
 		c.mu.Lock()
 		ch := c.ch

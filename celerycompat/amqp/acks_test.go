@@ -1,0 +1,222 @@
+package amqp
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/celerybridge/celerybridge/celerycompat"
+	"github.com/celerybridge/celerybridge/internal/celerytest"
+)
+
+// brokerModel is a channel as RabbitMQ keeps it: the outstanding delivery tags. It fails the test
+// on a frame RabbitMQ would refuse (an unknown tag closes the channel) and on one that would
+// settle a message the worker has not finished.
+type brokerModel struct {
+	t        *testing.T
+	mu       sync.Mutex
+	out      map[uint64]bool // outstanding tag -> finished by the worker (its Ack was called)
+	frames   int
+	multiple int
+}
+
+func newBrokerModel(t *testing.T, n int) *brokerModel {
+	m := &brokerModel{t: t, out: map[uint64]bool{}}
+	for tag := uint64(1); tag <= uint64(n); tag++ {
+		m.out[tag] = false
+	}
+	return m
+}
+
+func (m *brokerModel) finished(tag uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.out[tag]; ok {
+		m.out[tag] = true
+	}
+}
+
+// Ack applies a basic.ack frame.
+func (m *brokerModel) Ack(tag uint64, multiple bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.frames++
+	if _, ok := m.out[tag]; !ok {
+		m.t.Errorf("basic.ack of tag %d, which is not outstanding: RabbitMQ closes the channel (PRECONDITION_FAILED)", tag)
+		return nil
+	}
+	if !multiple {
+		if !m.out[tag] {
+			m.t.Errorf("basic.ack of tag %d before its task finished", tag)
+		}
+		delete(m.out, tag)
+		return nil
+	}
+	m.multiple++
+	for t, done := range m.out {
+		if t <= tag {
+			if !done {
+				m.t.Errorf("basic.ack multiple up to %d settles tag %d, whose task has not finished", tag, t)
+			}
+			delete(m.out, t)
+		}
+	}
+	return nil
+}
+
+// reject applies a basic.reject frame.
+func (m *brokerModel) reject(tag uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.out[tag]; !ok {
+		m.t.Errorf("basic.reject of tag %d, which is not outstanding", tag)
+	}
+	delete(m.out, tag)
+	return nil
+}
+
+func (m *brokerModel) outstanding() map[uint64]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := map[uint64]bool{}
+	for k, v := range m.out {
+		c[k] = v
+	}
+	return c
+}
+
+// TestAckerInOrder: acks in delivery order go out as one multiple ack per batch.
+func TestAckerInOrder(t *testing.T) {
+	m := newBrokerModel(t, 160)
+	a := newAcker(16)
+	for tag := uint64(1); tag <= 160; tag++ {
+		m.finished(tag)
+		if ok, err := a.ack(1, m, tag); !ok || err != nil {
+			t.Fatalf("ack %d: %v %v", tag, ok, err)
+		}
+	}
+	if len(m.outstanding()) != 0 || m.frames != 10 || m.multiple != 10 {
+		t.Fatalf("outstanding %d, frames %d (multiple %d); want 0, 10, 10", len(m.outstanding()), m.frames, m.multiple)
+	}
+}
+
+// TestAckerModel: in random completion orders, with rejects and tags held to the end (ETA tasks,
+// a long task), no frame settles a tag whose task is unfinished or that is not outstanding, the
+// timer alone sends every ack within a few milliseconds, and Close sends the rest.
+func TestAckerModel(t *testing.T) {
+	for seed := range uint64(40) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(seed, 7))
+			n := 50 + r.IntN(300)
+			m := newBrokerModel(t, n)
+			a := newAcker(1 + r.IntN(32))
+			defer a.close()
+			order := r.Perm(n)
+			held := map[uint64]bool{}
+			for _, i := range order {
+				tag := uint64(i + 1)
+				switch x := r.IntN(20); {
+				case x == 0:
+					held[tag] = true
+				case x == 1:
+					if ok, err := a.settle(1, m, tag, func() error { return m.reject(tag) }); !ok || err != nil {
+						t.Fatalf("reject %d: %v %v", tag, ok, err)
+					}
+				default:
+					m.finished(tag)
+					if ok, err := a.ack(1, m, tag); !ok || err != nil {
+						t.Fatalf("ack %d: %v %v", tag, ok, err)
+					}
+				}
+				if r.IntN(8) == 0 {
+					time.Sleep(time.Duration(r.IntN(300)) * time.Microsecond)
+				}
+			}
+			// Only the held tags stay outstanding once the timer has run its course.
+			deadline := time.Now().Add(5 * time.Second)
+			for len(m.outstanding()) != len(held) && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			for tag := range m.outstanding() {
+				if !held[tag] {
+					t.Fatalf("tag %d is still outstanding after its ack and 5 s", tag)
+				}
+			}
+			for tag := range held {
+				m.finished(tag)
+				if ok, err := a.ack(1, m, tag); !ok || err != nil {
+					t.Fatalf("ack %d: %v %v", tag, ok, err)
+				}
+			}
+			a.close()
+			if out := m.outstanding(); len(out) != 0 {
+				t.Fatalf("outstanding after close: %v", out)
+			}
+		})
+	}
+}
+
+// TestAckerNewChannel: after a reconnect the old channel's pending acks are dropped (that channel
+// is gone; the broker redelivers) and an ack for it reports the delivery stale.
+func TestAckerNewChannel(t *testing.T) {
+	old, fresh := newBrokerModel(t, 4), newBrokerModel(t, 4)
+	a := newAcker(8)
+	defer a.close()
+	old.finished(1)
+	if ok, _ := a.ack(1, old, 1); !ok {
+		t.Fatal("ack on the live channel refused")
+	}
+	fresh.finished(1)
+	if ok, _ := a.ack(2, fresh, 1); !ok {
+		t.Fatal("ack on the new channel refused")
+	}
+	if ok, _ := a.ack(1, old, 2); ok {
+		t.Fatal("ack on the replaced channel accepted")
+	}
+	a.close()
+	if old.frames != 0 || len(fresh.outstanding()) != 3 {
+		t.Fatalf("old channel frames %d (want 0), new channel outstanding %d (want 3)", old.frames, len(fresh.outstanding()))
+	}
+}
+
+// TestCoalescedAcksSpareHeldMessage: on RabbitMQ, with one message held un-acked (an ETA task)
+// below 63 acked ones, the coalesced acks settle the 63 while the consumer runs (the timer
+// sends them, not Close) and never the held one, which the broker hands back when the consumer
+// closes.
+func TestCoalescedAcksSpareHeldMessage(t *testing.T) {
+	tr, v := newTransport(t, Config{})
+	var msgs []*celerycompat.Message
+	for i := range 64 {
+		msgs = append(msgs, taskMsg("celery", i))
+	}
+	publish(t, tr, msgs...)
+	c := consume(t, tr, celerycompat.ConsumerConfig{Queues: []string{"celery"}, Prefetch: 128})
+	var got []*celerycompat.Delivery
+	for len(got) < 64 {
+		got = append(got, next(t, c, 64-len(got), 10*time.Second)...)
+	}
+	heldID := got[0].Message.ID
+	rest := got[1:]
+	rand.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
+	for _, d := range rest {
+		if err := c.Ack(testCtx(t), d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitQueues(t, v, func(qs map[string]celerytest.Queue) bool { return qs["celery"].Ready == 0 && qs["celery"].Unacked == 1 })
+	if err := c.Close(testCtx(t)); err != nil && !errors.Is(err, ErrClosed) {
+		t.Fatal(err)
+	}
+	again := consume(t, tr, celerycompat.ConsumerConfig{Queues: []string{"celery"}, Prefetch: 128})
+	back := next(t, again, 1, 10*time.Second)
+	if len(back) != 1 || back[0].Message.ID != heldID || !back[0].Message.Redelivered {
+		t.Fatalf("redelivered %d messages; want only the held one (%s), flagged redelivered", len(back), heldID)
+	}
+	if err := again.Ack(testCtx(t), back[0]); err != nil {
+		t.Fatal(err)
+	}
+	nothing(t, again, 300*time.Millisecond)
+}
