@@ -24,11 +24,19 @@ import (
 // WorkerConfig.Logger nil keeps the worker silent.
 
 func (w *Worker) logReceived(it *inflight) {
+	if !w.log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
 	w.taskLog(slog.LevelInfo, it, fmt.Sprintf("Task %s[%s] received", it.msg.Task, it.msg.ID))
 }
 
 // logOutcome logs what a handler run produced. runtime is the handler's run time.
+// Nothing is formatted when the logger would drop even errors: a discarding logger costs a
+// busy worker nothing.
 func (w *Worker) logOutcome(it *inflight, out *outcome, runtime time.Duration) {
+	if !w.log.Enabled(context.Background(), slog.LevelError) {
+		return
+	}
 	m := it.msg
 	name := fmt.Sprintf("%s[%s]", m.Task, m.ID)
 	switch {
@@ -52,7 +60,7 @@ func (w *Worker) logOutcome(it *inflight, out *outcome, runtime time.Duration) {
 		}
 		w.taskLog(slog.LevelError, it, fmt.Sprintf("Task %s raised unexpected: %s", name, protocol.PyExcRepr(te)),
 			slog.Float64("runtime", runtime.Seconds()), slog.String("traceback", out.traceback))
-	default:
+	case w.log.Enabled(context.Background(), slog.LevelInfo):
 		w.taskLog(slog.LevelInfo, it, fmt.Sprintf("Task %s succeeded in %ss: %s", name, protocol.PyFloatRepr(runtime.Seconds()), protocol.PyRepr(out.result)),
 			slog.Float64("runtime", runtime.Seconds()))
 	}
