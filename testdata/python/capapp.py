@@ -14,6 +14,8 @@ Configured from the environment (read once, at import):
   CAP_SEND_SENT_EVENT     1 -> task_send_sent_event
   CAP_RESULT_EXPIRES      seconds -> result_expires (default: Celery's, one day)
   CAP_TIMEZONE            timezone (default UTC; enable_utc stays on)
+  CAP_CONFIRM_PUBLISH     1 -> broker_transport_options["confirm_publish"] (py-amqp waits for the
+                          broker's confirm of every publish)
   CAP_MASTER_NAME         Sentinel master name -> master_name in broker_transport_options and
                           result_backend_transport_options (for sentinel:// URLs)
 
@@ -84,6 +86,8 @@ def build_config(**overrides):
     vt = _env_num("CAP_VISIBILITY_TIMEOUT", float)
     if vt is not None:
         conf["broker_transport_options"] = {"visibility_timeout": vt}
+    if _env_flag("CAP_CONFIRM_PUBLISH"):
+        conf.setdefault("broker_transport_options", {})["confirm_publish"] = True
     master = os.environ.get("CAP_MASTER_NAME", "").strip()
     if master:
         conf.setdefault("broker_transport_options", {})["master_name"] = master
