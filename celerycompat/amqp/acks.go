@@ -1,12 +1,22 @@
 package amqp
 
 import (
+	"slices"
+	"sort"
 	"sync"
 	"time"
 )
 
 // ackDelay is the longest an acknowledgement waits to be coalesced with others.
 const ackDelay = time.Millisecond
+
+// looseTicks is how many timer runs loose acks wait at most for the floor to reach them.
+const looseTicks = 4
+
+// acknowledger is the part of *amqp091.Channel the acker uses.
+type acknowledger interface {
+	Ack(tag uint64, multiple bool) error
+}
 
 // acker coalesces the acknowledgements of one consumer into basic.ack frames with multiple=true.
 //
@@ -15,42 +25,63 @@ const ackDelay = time.Millisecond
 // dead-lettered. One basic.ack(multiple=true) of the highest pending tag at or below floor
 // therefore settles exactly the pending ones: every other tag below it is settled already. A
 // pending tag above floor (one below it is still running, held for its ETA, or not yet handed
-// to Next) cannot be covered that way; it is acked on its own when the batch is sent.
+// to Next) cannot be covered that way; it is acked on its own (see timed).
 //
 // A batch is sent when batch contiguous acks are pending, after ackDelay, or at Close (batch 1
-// sends every ack at once, as a consumer with a small prefetch needs): a crash in
-// between repeats those tasks (the broker redelivers them), it loses none. One mutex covers the
-// state and every settlement frame, so a multiple ack never overtakes a reject of a tag it
-// covers.
-// acknowledger is the part of *amqp091.Channel the acker uses.
-type acknowledger interface {
-	Ack(tag uint64, multiple bool) error
-}
-
+// sends every ack at once, as a consumer with a small prefetch needs): a crash in between
+// repeats those tasks (the broker redelivers them), it loses none. One mutex covers the state
+// and every settlement frame, so a multiple ack never overtakes a reject of a tag it covers.
+//
+// Memory stays bounded while floor is stuck (an ETA task held for a day): the tags settled above
+// it are kept as merged intervals, and the pending ones are sent within looseTicks timer runs.
 type acker struct {
 	batch int
 
-	mu     sync.Mutex
-	gen    uint64
-	ch     acknowledger
-	floor  uint64
-	done   map[uint64]bool // tags above floor that are done; true: the ack is pending here
-	upTo   uint64          // highest pending tag at or below floor, 0 when none
-	nUpTo  int             // pending acks at or below floor
-	loose  int             // pending acks above floor
-	timer  *time.Timer
-	armed  bool
-	closed bool
+	mu      sync.Mutex
+	gen     uint64
+	ch      acknowledger
+	floor   uint64
+	settled spans               // settled tags above floor
+	pend    map[uint64]struct{} // pending acks above floor ("loose")
+	upTo    uint64              // highest pending tag at or below floor, 0 when none
+	nUpTo   int                 // pending acks at or below floor
+	timer   *time.Timer
+	armed   bool
+	closed  bool
 	// ticks counts the timer's runs while loose acks wait; last is floor at the previous run.
 	ticks int
 	last  uint64
 }
 
-// looseTicks is how many timer runs loose acks wait at most for the floor to reach them.
-const looseTicks = 4
+// span is the tags lo through hi.
+type span struct{ lo, hi uint64 }
+
+// spans is a set of tags as sorted, disjoint, non-adjacent spans.
+type spans []span
+
+// add puts t in the set, merging it with the spans beside it.
+func (s *spans) add(t uint64) {
+	v := *s
+	i := sort.Search(len(v), func(i int) bool { return v[i].hi+1 >= t }) // first span reaching t-1
+	switch {
+	case i < len(v) && v[i].lo <= t && t <= v[i].hi:
+		return
+	case i < len(v) && v[i].hi+1 == t:
+		v[i].hi = t
+		if i+1 < len(v) && v[i+1].lo == t+1 {
+			v[i].hi = v[i+1].hi
+			v = slices.Delete(v, i+1, i+2)
+		}
+	case i < len(v) && v[i].lo == t+1:
+		v[i].lo = t
+	default:
+		v = slices.Insert(v, i, span{t, t})
+	}
+	*s = v
+}
 
 func newAcker(batch int) *acker {
-	a := &acker{batch: max(batch, 1), done: map[uint64]bool{}}
+	a := &acker{batch: max(batch, 1), pend: map[uint64]struct{}{}}
 	a.timer = time.AfterFunc(time.Hour, a.timed)
 	a.timer.Stop()
 	return a
@@ -63,8 +94,9 @@ func (a *acker) use(gen uint64, ch acknowledger) bool {
 		return false
 	}
 	if gen > a.gen {
-		a.gen, a.ch, a.floor, a.upTo, a.nUpTo, a.loose, a.ticks, a.last = gen, ch, 0, 0, 0, 0, 0, 0
-		clear(a.done)
+		a.gen, a.ch, a.floor, a.upTo, a.nUpTo, a.ticks, a.last = gen, ch, 0, 0, 0, 0, 0
+		a.settled = a.settled[:0]
+		clear(a.pend)
 	}
 	return true
 }
@@ -74,22 +106,25 @@ func (a *acker) mark(tag uint64, pending bool) {
 	if tag <= a.floor {
 		return
 	}
-	a.done[tag] = pending
 	if pending {
-		a.loose++
+		a.pend[tag] = struct{}{}
+	} else {
+		a.settled.add(tag)
 	}
 	for {
-		p, ok := a.done[a.floor+1]
-		if !ok {
-			return
-		}
-		a.floor++
-		delete(a.done, a.floor)
-		if p {
-			a.loose--
-			a.upTo = a.floor
+		next := a.floor + 1
+		if _, ok := a.pend[next]; ok {
+			delete(a.pend, next)
+			a.floor, a.upTo = next, next
 			a.nUpTo++
+			continue
 		}
+		if len(a.settled) > 0 && a.settled[0].lo == next {
+			a.floor = a.settled[0].hi
+			a.settled = slices.Delete(a.settled, 0, 1)
+			continue
+		}
+		return
 	}
 }
 
@@ -144,19 +179,13 @@ func (a *acker) sendUpTo() error {
 // Called with mu.
 func (a *acker) flush() error {
 	err := a.sendUpTo()
-	if a.loose == 0 {
-		return err
-	}
-	for tag, p := range a.done {
-		if !p {
-			continue
-		}
-		a.done[tag] = false
+	for tag := range a.pend {
 		if e := a.ch.Ack(tag, false); e != nil && err == nil {
 			err = e
 		}
+		a.settled.add(tag)
 	}
-	a.loose = 0
+	clear(a.pend)
 	return err
 }
 
@@ -173,7 +202,7 @@ func (a *acker) timed() {
 		return
 	}
 	_ = a.sendUpTo()
-	if a.loose == 0 {
+	if len(a.pend) == 0 {
 		a.ticks = 0
 		return
 	}

@@ -220,3 +220,76 @@ func TestCoalescedAcksSpareHeldMessage(t *testing.T) {
 	}
 	nothing(t, again, 300*time.Millisecond)
 }
+
+// TestSpans: the interval set holds exactly the tags added, as sorted, disjoint, non-adjacent
+// spans.
+func TestSpans(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 200 {
+		var s spans
+		want := map[uint64]bool{}
+		for range r.IntN(200) {
+			tag := uint64(1 + r.IntN(120))
+			s.add(tag)
+			want[tag] = true
+		}
+		got := map[uint64]bool{}
+		for i, sp := range s {
+			if sp.lo > sp.hi || (i > 0 && s[i-1].hi+1 >= sp.lo) {
+				t.Fatalf("spans not sorted, disjoint and apart: %v", s)
+			}
+			for tag := sp.lo; tag <= sp.hi; tag++ {
+				got[tag] = true
+			}
+		}
+		if len(got) != len(want) {
+			t.Fatalf("spans %v hold %d tags, want %d", s, len(got), len(want))
+		}
+		for tag := range want {
+			if !got[tag] {
+				t.Fatalf("spans %v lack %d", s, tag)
+			}
+		}
+	}
+}
+
+// TestAckerBoundedWhileHeld: with the first tag held (an ETA task due much later), acking 50,000
+// others leaves the acker a span or two and no pending set, not a record per message; once the
+// held one is acked, every tag is settled.
+func TestAckerBoundedWhileHeld(t *testing.T) {
+	const n = 50000
+	m := newBrokerModel(t, n)
+	a := newAcker(16)
+	defer a.close()
+	for tag := uint64(2); tag <= n; tag++ {
+		m.finished(tag)
+		if ok, err := a.ack(1, m, tag); !ok || err != nil {
+			t.Fatalf("ack %d: %v %v", tag, ok, err)
+		}
+		if tag%1000 == 0 {
+			for range looseTicks {
+				a.timed()
+			}
+		}
+	}
+	for range looseTicks {
+		a.timed()
+	}
+	a.mu.Lock()
+	kept, pending := len(a.settled), len(a.pend)
+	a.mu.Unlock()
+	if kept > 2 || pending != 0 {
+		t.Fatalf("acker keeps %d spans and %d pending tags while tag 1 is held; want at most 2 and 0", kept, pending)
+	}
+	if out := m.outstanding(); len(out) != 1 {
+		t.Fatalf("%d tags outstanding while only tag 1 is held", len(out))
+	}
+	m.finished(1)
+	if ok, err := a.ack(1, m, 1); !ok || err != nil {
+		t.Fatalf("ack 1: %v %v", ok, err)
+	}
+	a.close()
+	if out := m.outstanding(); len(out) != 0 {
+		t.Fatalf("outstanding after close: %d", len(out))
+	}
+}
