@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/celerybridge/celerybridge/celerycompat"
 	"github.com/celerybridge/celerybridge/internal/celerytest"
@@ -32,11 +31,7 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 	ctx := context.Background()
 	for range b.N {
-		v := celerytest.SharedRabbitMQ(b).VHost(b)
-		tr, err := New(ctx, Config{URL: v.URL()})
-		if err != nil {
-			b.Fatal(err)
-		}
+		tr, v := benchTransport(b)
 		start := time.Now()
 		for range single {
 			if errs := tr.PublishBatch(ctx, []*celerycompat.Message{mk()}); errs[0] != nil {
@@ -146,12 +141,8 @@ func pySendRate(b *testing.B, url string, n int, confirm bool) float64 {
 // sent n times unconfirmed on one amqp091 channel of a fresh vhost, timed until the queue holds
 // all n (the broker's work, not only the client's writes).
 func rawPublishRate(b *testing.B, m *celerycompat.Message, n int) float64 {
-	v := celerytest.SharedRabbitMQ(b).VHost(b)
 	ctx := context.Background()
-	tr, err := New(ctx, Config{URL: v.URL()})
-	if err != nil {
-		b.Fatal(err)
-	}
+	tr, v := benchTransport(b)
 	defer tr.Close()
 	if errs := tr.PublishBatch(ctx, []*celerycompat.Message{m}); errs[0] != nil { // declares the queue
 		b.Fatal(errs[0])
@@ -161,15 +152,7 @@ func rawPublishRate(b *testing.B, m *celerycompat.Message, n int) float64 {
 		b.Fatal(err)
 	}
 	pub := publishing(parts)
-	conn, err := amqp091.Dial(v.URL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		b.Fatal(err)
-	}
+	ch := rawChannel(b, v.URL())
 	start := time.Now()
 	for range n {
 		if err := ch.PublishWithContext(ctx, "", "celery", false, false, pub); err != nil {

@@ -65,15 +65,22 @@ func BenchmarkDrain(b *testing.B) {
 	}
 }
 
-// fill publishes n cap.echo messages to the celery queue of a fresh vhost and returns its URL.
-func fill(b *testing.B, n int) string {
+// benchTransport is a Transport on a fresh vhost of the shared node; the caller closes it.
+func benchTransport(b *testing.B) (*Transport, *celerytest.VHost) {
 	b.Helper()
 	v := celerytest.SharedRabbitMQ(b).VHost(b)
-	ctx := context.Background()
-	tr, err := New(ctx, Config{URL: v.URL()})
+	tr, err := New(context.Background(), Config{URL: v.URL()})
 	if err != nil {
 		b.Fatal(err)
 	}
+	return tr, v
+}
+
+// fill publishes n cap.echo messages to the celery queue of a fresh vhost and returns its URL.
+func fill(b *testing.B, n int) string {
+	b.Helper()
+	ctx := context.Background()
+	tr, v := benchTransport(b)
 	defer tr.Close()
 	kwargs := map[string]any{"task_id": "7d6f1a52", "data": map[string]any{"user": "alice", "items": []any{1, 2, 3}}}
 	for start := 0; start < n; start += 500 {
@@ -176,16 +183,7 @@ func drainPython(b *testing.B, n int, args ...string) float64 {
 // drainRaw is RabbitMQ's own rate for the queue: one amqp091 consumer, prefetch 128, acking each
 // message as it comes, nothing else.
 func drainRaw(b *testing.B, n int) float64 {
-	url := fill(b, n)
-	conn, err := amqp091.Dial(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		b.Fatal(err)
-	}
+	ch := rawChannel(b, fill(b, n))
 	if err := ch.Qos(128, 0, false); err != nil {
 		b.Fatal(err)
 	}
@@ -204,4 +202,19 @@ func drainRaw(b *testing.B, n int) float64 {
 		}
 	}
 	return float64(n) / time.Since(start).Seconds()
+}
+
+// rawChannel is a bare amqp091 channel on its own connection to url, closed at the end of b.
+func rawChannel(b *testing.B, url string) *amqp091.Channel {
+	b.Helper()
+	conn, err := amqp091.Dial(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ch
 }
