@@ -389,7 +389,7 @@ func settleErr(op, tag string, err error) error {
 }
 
 // Ack is basic.ack (celerycompat.Consumer). Acks that come close together are coalesced into one
-// basic.ack with multiple=true, sent within a millisecond (acks.go); a crash before it is sent
+// basic.ack with multiple=true, sent within a few milliseconds (acks.go); a crash before it is sent
 // makes the broker redeliver those messages, as a crash before the ack would.
 func (c *consumer) Ack(_ context.Context, d *celerycompat.Delivery) error {
 	h, err := c.take(d)

@@ -26,7 +26,10 @@
 //     (per consumer when a queue is a quorum queue: RabbitMQ refuses basic.consume on a quorum
 //     queue under global QoS with NOT_IMPLEMENTED; then, as in Celery, the prefetch stays as it
 //     was when consuming started and Hold does not change it).
-//   - Settling: Ack is basic.ack; Requeue is basic.reject with requeue (RabbitMQ puts the message
+//   - Settling: Ack is basic.ack, coalesced: acks that come close together go out as one
+//     basic.ack with multiple=true over contiguous finished deliveries, within a few milliseconds
+//     (a prefetch under 16 sends each at once; a delivery held for its ETA is never covered);
+//     Requeue is basic.reject with requeue (RabbitMQ puts the message
 //     back at its old place, near the head, whatever back says: AMQP has no "append to the tail");
 //     DeadLetter publishes the message unchanged (body, headers, properties) with reason headers
 //     to the durable queue Config.DeadLetterQueue ("celerybridge.deadletter", the name of the
