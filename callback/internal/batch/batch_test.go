@@ -66,17 +66,22 @@ func TestGroupCommit(t *testing.T) {
 	}
 	// All six are queued (the channel holds max=4; the others wait to send) before the gate opens.
 	time.Sleep(100 * time.Millisecond)
+	// From here on one goroutine lets every commit through, the held first one included, until
+	// the test ends. (It used to stop after 2 s of quiet, and this goroutine also sent the first
+	// gate: when the helper had let the first commit through, that send found no receiver and the
+	// test hung.)
+	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
 		for {
 			select {
 			case r.gate <- struct{}{}:
 			case <-r.entered:
-			case <-time.After(2 * time.Second):
+			case <-stop:
 				return
 			}
 		}
 	}()
-	r.gate <- struct{}{}
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
