@@ -1,6 +1,8 @@
 package amqp
 
 import (
+	"fmt"
+	"log/slog"
 	"slices"
 	"sort"
 	"sync"
@@ -27,6 +29,11 @@ type acknowledger interface {
 // pending tag above floor (one below it is still running, held for its ETA, or not yet handed
 // to Next) cannot be covered that way; it is acked on its own (see timed).
 //
+// The consumer calls reset with each new channel (generation); what was pending on the old one
+// is dropped, since the broker redelivers that channel's messages. A settlement for an older
+// generation, or one whose frame cannot be written, fails with ErrStaleDelivery: the channel is
+// unusable and the broker takes the message back, so retrying it cannot succeed.
+//
 // A batch is sent when batch contiguous acks are pending, after ackDelay, or at Close (batch 1
 // sends every ack at once, as a consumer with a small prefetch needs): a crash in between
 // repeats those tasks (the broker redelivers them), it loses none. One mutex covers the state
@@ -36,6 +43,7 @@ type acknowledger interface {
 // it are kept as merged intervals, and the pending ones are sent within looseTicks timer runs.
 type acker struct {
 	batch int
+	log   *slog.Logger
 
 	mu      sync.Mutex
 	gen     uint64
@@ -80,25 +88,36 @@ func (s *spans) add(t uint64) {
 	*s = v
 }
 
-func newAcker(batch int) *acker {
-	a := &acker{batch: max(batch, 1), pend: map[uint64]struct{}{}}
+func newAcker(batch int, log *slog.Logger) *acker {
+	a := &acker{batch: max(batch, 1), log: log, pend: map[uint64]struct{}{}}
 	a.timer = time.AfterFunc(time.Hour, a.timed)
 	a.timer.Stop()
 	return a
 }
 
-// use moves the acker to generation gen on ch; what was pending on an older channel is dropped
-// (that channel is gone and the broker redelivers its messages). Called with mu.
-func (a *acker) use(gen uint64, ch acknowledger) bool {
-	if gen < a.gen {
-		return false
+// reset starts generation gen on ch, dropping what was pending on the previous channel.
+func (a *acker) reset(gen uint64, ch acknowledger) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.gen, a.ch, a.floor, a.upTo, a.nUpTo, a.ticks, a.last = gen, ch, 0, 0, 0, 0, 0
+	a.settled = a.settled[:0]
+	clear(a.pend)
+}
+
+// current checks that gen is the acker's generation. Called with mu.
+func (a *acker) current(gen uint64) error {
+	if gen != a.gen || a.ch == nil {
+		return fmt.Errorf("channel %d replaced by %d: %w", gen, a.gen, ErrStaleDelivery)
 	}
-	if gen > a.gen {
-		a.gen, a.ch, a.floor, a.upTo, a.nUpTo, a.ticks, a.last = gen, ch, 0, 0, 0, 0, 0
-		a.settled = a.settled[:0]
-		clear(a.pend)
+	return nil
+}
+
+// unwritten wraps the error of a settlement frame that could not be sent.
+func unwritten(err error) error {
+	if err == nil {
+		return nil
 	}
-	return true
+	return fmt.Errorf("%w: %w", ErrStaleDelivery, err)
 }
 
 // mark records tag as done (pending: its ack is still to send) and moves floor up. Called with mu.
@@ -128,41 +147,40 @@ func (a *acker) mark(tag uint64, pending bool) {
 	}
 }
 
-// ack records tag of generation gen as acknowledged and sends the batch when it is full. It
-// reports false when gen's channel has been replaced.
-func (a *acker) ack(gen uint64, ch acknowledger, tag uint64) (bool, error) {
+// ack records tag of generation gen as acknowledged and sends the batch when it is full.
+func (a *acker) ack(gen, tag uint64) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !a.use(gen, ch) {
-		return false, nil
+	if err := a.current(gen); err != nil {
+		return err
 	}
 	a.mark(tag, true)
 	if a.batch == 1 || a.closed {
-		return true, a.flush()
+		return unwritten(a.flush())
 	}
 	if a.nUpTo >= a.batch {
-		return true, a.sendUpTo()
+		return unwritten(a.sendUpTo())
 	}
-	if !a.armed && !a.closed {
+	if !a.armed {
 		a.armed = true
 		a.timer.Reset(ackDelay)
 	}
-	return true, nil
+	return nil
 }
 
-// settle sends op (a basic.reject) for tag of generation gen and records the tag as done. It
-// reports false when gen's channel has been replaced.
-func (a *acker) settle(gen uint64, ch acknowledger, tag uint64, op func() error) (bool, error) {
+// settle sends op (a basic.reject on gen's channel) for tag of generation gen and records the
+// tag as done.
+func (a *acker) settle(gen, tag uint64, op func() error) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !a.use(gen, ch) {
-		return false, nil
+	if err := a.current(gen); err != nil {
+		return err
 	}
 	if err := op(); err != nil {
-		return true, err
+		return unwritten(err)
 	}
 	a.mark(tag, false)
-	return true, nil
+	return nil
 }
 
 // sendUpTo sends the contiguous pending acks as one frame. Called with mu.
@@ -192,8 +210,8 @@ func (a *acker) flush() error {
 // timed is the ackDelay timer. It sends the contiguous acks. Loose acks wait for the floor to
 // reach them while it moves (tasks finishing out of order close the gap within a few runs), for
 // at most looseTicks runs; once the floor stops (a long task or an ETA hold below them), they
-// are sent one by one. Send errors mean a lost channel: the broker redelivers, the consumer
-// reconnects.
+// are sent one by one. A send error means a lost channel: the broker redelivers, the consumer
+// reconnects; it is logged, since those Acks have already returned.
 func (a *acker) timed() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -201,14 +219,14 @@ func (a *acker) timed() {
 	if a.ch == nil {
 		return
 	}
-	_ = a.sendUpTo()
+	a.logUnsent(a.sendUpTo())
 	if len(a.pend) == 0 {
 		a.ticks = 0
 		return
 	}
 	a.ticks++
 	if a.floor == a.last || a.ticks >= looseTicks {
-		_ = a.flush()
+		a.logUnsent(a.flush())
 		a.ticks = 0
 		return
 	}
@@ -226,6 +244,13 @@ func (a *acker) close() {
 	a.closed, a.batch = true, 1
 	a.timer.Stop()
 	if a.ch != nil {
-		_ = a.flush()
+		a.logUnsent(a.flush())
+	}
+}
+
+// logUnsent reports acks whose Ack calls have returned but whose frame could not be sent.
+func (a *acker) logUnsent(err error) {
+	if err != nil {
+		a.log.Warn("amqp: coalesced basic.ack not sent; the broker redelivers those messages", "error", err)
 	}
 }

@@ -3,7 +3,9 @@ package amqp
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -88,14 +90,21 @@ func (m *brokerModel) outstanding() map[uint64]bool {
 	return c
 }
 
+// testAcker is an acker on channel m as generation 1, logging to t.
+func testAcker(t *testing.T, batch int, m acknowledger) *acker {
+	a := newAcker(batch, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	a.reset(1, m)
+	return a
+}
+
 // TestAckerInOrder: acks in delivery order go out as one multiple ack per batch.
 func TestAckerInOrder(t *testing.T) {
 	m := newBrokerModel(t, 160)
-	a := newAcker(16)
+	a := testAcker(t, 16, m)
 	for tag := uint64(1); tag <= 160; tag++ {
 		m.finished(tag)
-		if ok, err := a.ack(1, m, tag); !ok || err != nil {
-			t.Fatalf("ack %d: %v %v", tag, ok, err)
+		if err := a.ack(1, tag); err != nil {
+			t.Fatalf("ack %d: %v", tag, err)
 		}
 	}
 	if len(m.outstanding()) != 0 || m.frames != 10 || m.multiple != 10 {
@@ -112,7 +121,7 @@ func TestAckerModel(t *testing.T) {
 			r := rand.New(rand.NewPCG(seed, 7))
 			n := 50 + r.IntN(300)
 			m := newBrokerModel(t, n)
-			a := newAcker(1 + r.IntN(32))
+			a := testAcker(t, 1+r.IntN(32), m)
 			defer a.close()
 			order := r.Perm(n)
 			held := map[uint64]bool{}
@@ -122,13 +131,13 @@ func TestAckerModel(t *testing.T) {
 				case x == 0:
 					held[tag] = true
 				case x == 1:
-					if ok, err := a.settle(1, m, tag, func() error { return m.reject(tag) }); !ok || err != nil {
-						t.Fatalf("reject %d: %v %v", tag, ok, err)
+					if err := a.settle(1, tag, func() error { return m.reject(tag) }); err != nil {
+						t.Fatalf("reject %d: %v", tag, err)
 					}
 				default:
 					m.finished(tag)
-					if ok, err := a.ack(1, m, tag); !ok || err != nil {
-						t.Fatalf("ack %d: %v %v", tag, ok, err)
+					if err := a.ack(1, tag); err != nil {
+						t.Fatalf("ack %d: %v", tag, err)
 					}
 				}
 				if r.IntN(8) == 0 {
@@ -147,8 +156,8 @@ func TestAckerModel(t *testing.T) {
 			}
 			for tag := range held {
 				m.finished(tag)
-				if ok, err := a.ack(1, m, tag); !ok || err != nil {
-					t.Fatalf("ack %d: %v %v", tag, ok, err)
+				if err := a.ack(1, tag); err != nil {
+					t.Fatalf("ack %d: %v", tag, err)
 				}
 			}
 			a.close()
@@ -163,23 +172,82 @@ func TestAckerModel(t *testing.T) {
 // is gone; the broker redelivers) and an ack for it reports the delivery stale.
 func TestAckerNewChannel(t *testing.T) {
 	old, fresh := newBrokerModel(t, 4), newBrokerModel(t, 4)
-	a := newAcker(8)
+	a := testAcker(t, 8, old)
 	defer a.close()
 	old.finished(1)
-	if ok, _ := a.ack(1, old, 1); !ok {
-		t.Fatal("ack on the live channel refused")
+	if err := a.ack(1, 1); err != nil {
+		t.Fatalf("ack on the live channel: %v", err)
 	}
+	a.reset(2, fresh)
 	fresh.finished(1)
-	if ok, _ := a.ack(2, fresh, 1); !ok {
-		t.Fatal("ack on the new channel refused")
+	if err := a.ack(2, 1); err != nil {
+		t.Fatalf("ack on the new channel: %v", err)
 	}
-	if ok, _ := a.ack(1, old, 2); ok {
-		t.Fatal("ack on the replaced channel accepted")
+	if err := a.ack(1, 2); !errors.Is(err, ErrStaleDelivery) {
+		t.Fatalf("ack on the replaced channel = %v, want ErrStaleDelivery", err)
 	}
 	a.close()
 	if old.frames != 0 || len(fresh.outstanding()) != 3 {
 		t.Fatalf("old channel frames %d (want 0), new channel outstanding %d (want 3)", old.frames, len(fresh.outstanding()))
 	}
+}
+
+// brokenChannel fails every frame as a connection whose socket broke does (not amqp091.ErrClosed).
+type brokenChannel struct{ frames int }
+
+func (b *brokenChannel) Ack(uint64, bool) error {
+	b.frames++
+	return errors.New("write tcp: broken pipe")
+}
+
+// TestAckerUnwritableFrame: a settlement whose frame cannot be written is ErrStaleDelivery, never
+// the retryable celerycompat.ErrBroker (the delivery has left the held set, so a retry could only
+// fail again, forever), and a timer flush that fails is logged, since its Acks have returned.
+func TestAckerUnwritableFrame(t *testing.T) {
+	var logged strings.Builder
+	var mu sync.Mutex
+	b := &brokenChannel{}
+	a := newAcker(1, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil)))
+	a.reset(1, b)
+	err := a.ack(1, 1)
+	if !errors.Is(err, ErrStaleDelivery) || errors.Is(err, celerycompat.ErrBroker) {
+		t.Fatalf("ack with a broken channel = %v, want ErrStaleDelivery and not ErrBroker", err)
+	}
+	err = a.settle(1, 2, func() error { return errors.New("write tcp: broken pipe") })
+	if !errors.Is(err, ErrStaleDelivery) || errors.Is(err, celerycompat.ErrBroker) {
+		t.Fatalf("reject with a broken channel = %v, want ErrStaleDelivery and not ErrBroker", err)
+	}
+	coalescing := newAcker(16, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil)))
+	coalescing.reset(1, b)
+	if err := coalescing.ack(1, 1); err != nil { // deferred: the frame goes out with the timer
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		text := logged.String()
+		mu.Unlock()
+		if strings.Contains(text, "coalesced basic.ack not sent") && strings.Contains(text, "broken pipe") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the timer's failed flush was not logged; log: %q", text)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	coalescing.close()
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *strings.Builder
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // TestCoalescedAcksSpareHeldMessage: on RabbitMQ, with one message held un-acked (an ETA task)
@@ -259,12 +327,12 @@ func TestSpans(t *testing.T) {
 func TestAckerBoundedWhileHeld(t *testing.T) {
 	const n = 50000
 	m := newBrokerModel(t, n)
-	a := newAcker(16)
+	a := testAcker(t, 16, m)
 	defer a.close()
 	for tag := uint64(2); tag <= n; tag++ {
 		m.finished(tag)
-		if ok, err := a.ack(1, m, tag); !ok || err != nil {
-			t.Fatalf("ack %d: %v %v", tag, ok, err)
+		if err := a.ack(1, tag); err != nil {
+			t.Fatalf("ack %d: %v", tag, err)
 		}
 		if tag%1000 == 0 {
 			for range looseTicks {
@@ -285,8 +353,8 @@ func TestAckerBoundedWhileHeld(t *testing.T) {
 		t.Fatalf("%d tags outstanding while only tag 1 is held", len(out))
 	}
 	m.finished(1)
-	if ok, err := a.ack(1, m, 1); !ok || err != nil {
-		t.Fatalf("ack 1: %v %v", ok, err)
+	if err := a.ack(1, 1); err != nil {
+		t.Fatalf("ack 1: %v", err)
 	}
 	a.close()
 	if out := m.outstanding(); len(out) != 0 {

@@ -40,7 +40,7 @@ func (t *Transport) Consume(ctx context.Context, cfg celerycompat.ConsumerConfig
 		in:     make(chan inbound, 64),
 		kick:   make(chan struct{}, 1),
 		held:   map[string]held{},
-		acks:   newAcker(ackBatch(cfg.Prefetch)),
+		acks:   newAcker(ackBatch(cfg.Prefetch), log),
 		done:   make(chan struct{}),
 		gone:   make(chan struct{}),
 	}
@@ -163,6 +163,7 @@ func (c *consumer) open(ctx context.Context) (<-chan *amqp091.Error, error) {
 	gen := c.gen
 	c.ch, c.applied = ch, p
 	c.mu.Unlock()
+	c.acks.reset(gen, ch)
 	c.tags = map[string]string{}
 	for _, q := range c.queues {
 		if err := c.consumeQueue(ch, gen, q); err != nil {
@@ -380,30 +381,23 @@ func (c *consumer) take(d *celerycompat.Delivery) (held, error) {
 	return h, nil
 }
 
-// settleErr wraps an error of basic.ack or basic.reject.
-func settleErr(op, tag string, err error) error {
-	if errors.Is(err, amqp091.ErrClosed) {
-		return fmt.Errorf("%s %s: %w (%w)", op, tag, ErrStaleDelivery, err)
+// settle takes d from the held set and applies op (basic.ack or basic.reject) through send.
+func (c *consumer) settle(d *celerycompat.Delivery, op string, send func(h held) error) error {
+	h, err := c.take(d)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("%w: amqp %s %s: %w", celerycompat.ErrBroker, op, tag, err)
+	if err := send(h); err != nil {
+		return fmt.Errorf("%s %s: %w", op, d.Tag, err)
+	}
+	return nil
 }
 
 // Ack is basic.ack (celerycompat.Consumer). Acks that come close together are coalesced into one
 // basic.ack with multiple=true, sent within a few milliseconds (acks.go); a crash before it is sent
 // makes the broker redeliver those messages, as a crash before the ack would.
 func (c *consumer) Ack(_ context.Context, d *celerycompat.Delivery) error {
-	h, err := c.take(d)
-	if err != nil {
-		return err
-	}
-	ok, err := c.acks.ack(h.gen, h.ch, h.tag)
-	if !ok {
-		return fmt.Errorf("settle %s: %w", d.Tag, ErrStaleDelivery)
-	}
-	if err != nil {
-		return settleErr("basic.ack", d.Tag, err)
-	}
-	return nil
+	return c.settle(d, "basic.ack", func(h held) error { return c.acks.ack(h.gen, h.tag) })
 }
 
 // ackBatch is how many contiguous acks the consumer coalesces into one basic.ack frame: an
@@ -420,18 +414,9 @@ func ackBatch(prefetch int) int {
 // at its old position where it can, so back is not honoured: AMQP has no way to requeue at the
 // tail.
 func (c *consumer) Requeue(_ context.Context, d *celerycompat.Delivery, _ bool) error {
-	h, err := c.take(d)
-	if err != nil {
-		return err
-	}
-	ok, err := c.acks.settle(h.gen, h.ch, h.tag, func() error { return h.ch.Reject(h.tag, true) })
-	if !ok {
-		return fmt.Errorf("settle %s: %w", d.Tag, ErrStaleDelivery)
-	}
-	if err != nil {
-		return settleErr("basic.reject", d.Tag, err)
-	}
-	return nil
+	return c.settle(d, "basic.reject", func(h held) error {
+		return c.acks.settle(h.gen, h.tag, func() error { return h.ch.Reject(h.tag, true) })
+	})
 }
 
 // DeadLetter publishes the message, as it was delivered, to the dead-letter queue with headers
