@@ -24,26 +24,19 @@ import (
 // WorkerConfig.Logger nil keeps the worker silent.
 
 func (w *Worker) logReceived(it *inflight) {
-	if !w.log.Enabled(context.Background(), slog.LevelInfo) {
-		return
-	}
-	w.taskLog(slog.LevelInfo, it, fmt.Sprintf("Task %s[%s] received", it.msg.Task, it.msg.ID))
+	w.taskLog(slog.LevelInfo, it, func() string { return "Task " + taskName(it.msg) + " received" })
 }
 
 // logOutcome logs what a handler run produced. runtime is the handler's run time.
-// Nothing is formatted when the logger would drop even errors: a discarding logger costs a
-// busy worker nothing.
 func (w *Worker) logOutcome(it *inflight, out *outcome, runtime time.Duration) {
-	if !w.log.Enabled(context.Background(), slog.LevelError) {
-		return
-	}
 	m := it.msg
-	name := fmt.Sprintf("%s[%s]", m.Task, m.ID)
 	switch {
 	case out.terminated != nil:
 		return // logged as revoked
 	case out.retry != nil:
-		w.taskLog(slog.LevelInfo, it, fmt.Sprintf("Task %s retry: %s", name, retryText(out.retry, it.cfg.defaultRetryDelay)))
+		w.taskLog(slog.LevelInfo, it, func() string {
+			return "Task " + taskName(m) + " retry: " + retryText(out.retry, it.cfg.defaultRetryDelay)
+		})
 	case out.state == StateFailure:
 		te := out.taskErr
 		if te == nil {
@@ -51,18 +44,23 @@ func (w *Worker) logOutcome(it *inflight, out *outcome, runtime time.Duration) {
 		}
 		if te.ExcType == "TimeLimitExceeded" && te.ExcModule == "billiard.exceptions" {
 			hard, _ := it.limits()
-			w.taskLog(slog.LevelError, it, fmt.Sprintf("Hard time limit (%s) exceeded for %s", secs(hard), name))
+			w.taskLog(slog.LevelError, it, func() string {
+				return fmt.Sprintf("Hard time limit (%s) exceeded for %s", secs(hard), taskName(m))
+			})
 			return
 		}
 		if te.ExcType == "SoftTimeLimitExceeded" && te.ExcModule == "billiard.exceptions" {
 			_, soft := it.limits()
-			w.taskLog(slog.LevelWarn, it, fmt.Sprintf("Soft time limit (%s) exceeded for %s", secs(soft), name))
+			w.taskLog(slog.LevelWarn, it, func() string {
+				return fmt.Sprintf("Soft time limit (%s) exceeded for %s", secs(soft), taskName(m))
+			})
 		}
-		w.taskLog(slog.LevelError, it, fmt.Sprintf("Task %s raised unexpected: %s", name, protocol.PyExcRepr(te)),
+		w.taskLog(slog.LevelError, it, func() string { return "Task " + taskName(m) + " raised unexpected: " + protocol.PyExcRepr(te) },
 			slog.Float64("runtime", runtime.Seconds()), slog.String("traceback", out.traceback))
-	case w.log.Enabled(context.Background(), slog.LevelInfo):
-		w.taskLog(slog.LevelInfo, it, fmt.Sprintf("Task %s succeeded in %ss: %s", name, protocol.PyFloatRepr(runtime.Seconds()), protocol.PyRepr(out.result)),
-			slog.Float64("runtime", runtime.Seconds()))
+	default:
+		w.taskLog(slog.LevelInfo, it, func() string {
+			return fmt.Sprintf("Task %s succeeded in %ss: %s", taskName(m), protocol.PyFloatRepr(runtime.Seconds()), protocol.PyRepr(out.result))
+		}, slog.Float64("runtime", runtime.Seconds()))
 	}
 }
 
@@ -71,12 +69,22 @@ func (w *Worker) logRevoked(it *inflight, reason string) {
 	if reason == RevokedReasonExpired {
 		what = "expired"
 	}
-	w.taskLog(slog.LevelInfo, it, fmt.Sprintf("Discarding %s task: %s[%s]", what, it.msg.Task, it.msg.ID))
+	w.taskLog(slog.LevelInfo, it, func() string { return "Discarding " + what + " task: " + taskName(it.msg) })
 }
 
-func (w *Worker) taskLog(level slog.Level, it *inflight, msg string, attrs ...slog.Attr) {
+// taskName is "<task>[<id>]", as Celery names a task in its log lines.
+func taskName(m *Message) string { return m.Task + "[" + m.ID + "]" }
+
+// taskLog logs msg() at level with the attributes task_id and task. msg is not called when the
+// logger drops level: a busy worker with a discarding logger formats nothing (a result's repr
+// can cost as much as the task).
+func (w *Worker) taskLog(level slog.Level, it *inflight, msg func() string, attrs ...slog.Attr) {
+	ctx := context.Background()
+	if !w.log.Enabled(ctx, level) {
+		return
+	}
 	attrs = append(attrs, slog.String("task_id", it.msg.ID), slog.String("task", it.msg.Task))
-	w.log.LogAttrs(context.Background(), level, msg, attrs...)
+	w.log.LogAttrs(ctx, level, msg(), attrs...)
 }
 
 // retryText is str(Retry) as Celery logs it: "Retry in 5s: <reason repr>" or "Retry at <eta>".

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"regexp"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,5 +59,51 @@ func TestWorkerLogsEachTaskLikeCelery(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("log:\n%s", out)
+	}
+}
+
+// reprSpy counts how often it is rendered to JSON: by the result store, and by the success log
+// line's repr when that line is built.
+type reprSpy struct{ n *atomic.Int64 }
+
+func (r reprSpy) MarshalJSON() ([]byte, error) {
+	r.n.Add(1)
+	return []byte(`"spy"`), nil
+}
+
+// A logger that keeps only warnings gets the failure and time-limit lines and no info lines, and
+// the success line is not even built: its result repr is skipped (the result store renders the
+// value once more than that under an info logger, and no more).
+func TestWorkerFormatsOnlyKeptLogLines(t *testing.T) {
+	marshals := func(level slog.Level) (int64, string) {
+		s := newWStack(t, cc.BrokerConfig{})
+		var logs lockedBuffer
+		var n atomic.Int64
+		w := s.newWorker(cc.WorkerConfig{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level}))})
+		_ = w.Register("cap.spy", cc.HandlerFunc(func(context.Context, *cc.Request) (any, error) { return reprSpy{&n}, nil }))
+		_ = w.Register("cap.bad", cc.HandlerFunc(func(context.Context, *cc.Request) (any, error) {
+			return nil, cc.NewTaskError("ValueError", "bad")
+		}))
+		runWorker(t, w)
+		spy, bad := s.send("cap.spy", nil, nil), s.send("cap.bad", nil, nil)
+		for _, r := range []*cc.AsyncResult{spy, bad} {
+			_, _ = wait(t, r, 10*time.Second)
+		}
+		out := logs.String()
+		if !regexp.MustCompile(`level=ERROR msg="Task cap.bad\[` + regexp.QuoteMeta(bad.ID) + `\] raised unexpected: ValueError\('bad'\)"`).MatchString(out) {
+			t.Errorf("logger at %v: no failure line in\n%s", level, out)
+		}
+		return n.Load(), out
+	}
+	atInfo, infoLog := marshals(slog.LevelInfo)
+	atWarn, warnLog := marshals(slog.LevelWarn)
+	if !regexp.MustCompile(`succeeded in [0-9.e-]+s: 'spy'`).MatchString(infoLog) {
+		t.Errorf("info logger: no success line in\n%s", infoLog)
+	}
+	if regexp.MustCompile(`level=INFO`).MatchString(warnLog) {
+		t.Errorf("warn logger got info lines:\n%s", warnLog)
+	}
+	if atInfo-atWarn != 1 {
+		t.Errorf("result rendered %d times under an info logger and %d under a warn logger; want exactly one fewer (no repr)", atInfo, atWarn)
 	}
 }
