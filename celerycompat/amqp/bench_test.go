@@ -23,7 +23,7 @@ import (
 //	go test -run '^$' -bench Throughput -benchtime 1x ./celerycompat/amqp/
 func BenchmarkThroughput(b *testing.B) {
 	celerytest.Python(b, celerytest.CeleryNew)
-	const single, batched, batch, pyN, parallel = 2000, 20000, 500, 2000, 16
+	const single, batched, batch, pyN, parallel, perSender = 2000, 20000, 500, 2000, 16, 500
 	args, kwargs := []any{"3f2a"}, map[string]any{"data": map[string]any{"task_index": 1, "content": "test task 1"}}
 	mk := func() *celerycompat.Message {
 		return &celerycompat.Message{Task: "tasks.process_task", ID: uuid.NewString(), Args: args, Kwargs: kwargs,
@@ -45,7 +45,7 @@ func BenchmarkThroughput(b *testing.B) {
 		failed := make(chan error, parallel)
 		for range parallel {
 			wg.Go(func() {
-				for range single / parallel * 4 {
+				for range perSender {
 					if errs := tr.PublishBatch(ctx, []*celerycompat.Message{mk()}); errs[0] != nil {
 						failed <- errs[0]
 						return
@@ -58,7 +58,7 @@ func BenchmarkThroughput(b *testing.B) {
 		if err := <-failed; err != nil {
 			b.Fatal(err)
 		}
-		parallelRate := single * 4 / time.Since(start).Seconds()
+		parallelRate := parallel * perSender / time.Since(start).Seconds()
 
 		start = time.Now()
 		for range batched / batch {
@@ -82,7 +82,7 @@ func BenchmarkThroughput(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		total := single + single*4 + batched + 2*pyN
+		total := single + parallel*perSender + batched + 2*pyN
 		start = time.Now()
 		for n := 0; n < total; {
 			ds, err := c.Next(ctx, 100)
