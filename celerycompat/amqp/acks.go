@@ -15,6 +15,16 @@ const ackDelay = time.Millisecond
 // looseTicks is how many timer runs loose acks wait at most for the floor to reach them.
 const looseTicks = 4
 
+// ackBatch is how many contiguous acks are coalesced into one basic.ack frame for a consumer
+// with this prefetch: an eighth of the window, so that the broker always has most of it to fill.
+// A prefetch under 16 sends every ack at once.
+func ackBatch(prefetch int) int {
+	if prefetch == 0 || prefetch > 512 {
+		return 64
+	}
+	return max(prefetch/8, 1)
+}
+
 // acknowledger is the part of *amqp091.Channel the acker uses.
 type acknowledger interface {
 	Ack(tag uint64, multiple bool) error
@@ -241,7 +251,7 @@ func (a *acker) timed() {
 func (a *acker) close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.closed, a.batch = true, 1
+	a.closed = true
 	a.timer.Stop()
 	if a.ch != nil {
 		a.logUnsent(a.flush())

@@ -400,16 +400,6 @@ func (c *consumer) Ack(_ context.Context, d *celerycompat.Delivery) error {
 	return c.settle(d, "basic.ack", func(h held) error { return c.acks.ack(h.gen, h.tag) })
 }
 
-// ackBatch is how many contiguous acks the consumer coalesces into one basic.ack frame: an
-// eighth of the prefetch window, so that the broker always has most of the window to fill. A
-// prefetch under 16 sends every ack at once.
-func ackBatch(prefetch int) int {
-	if prefetch == 0 || prefetch > 512 {
-		return 64
-	}
-	return max(prefetch/8, 1)
-}
-
 // Requeue is basic.reject with requeue (celerycompat.Consumer). RabbitMQ puts the message back
 // at its old position where it can, so back is not honoured: AMQP has no way to requeue at the
 // tail.
