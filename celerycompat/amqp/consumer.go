@@ -372,7 +372,7 @@ func (c *consumer) take(d *celerycompat.Delivery) (held, error) {
 	defer c.mu.Unlock()
 	h, ok := c.held[d.Tag]
 	if !ok {
-		return h, fmt.Errorf("%w: amqp: delivery %s is not held (settled already, or not from this consumer)", celerycompat.ErrBroker, d.Tag)
+		return h, fmt.Errorf("settle %s: %w", d.Tag, ErrNotHeld)
 	}
 	delete(c.held, d.Tag)
 	if h.gen != c.gen || h.ch.IsClosed() {
@@ -423,7 +423,7 @@ func (c *consumer) DeadLetter(ctx context.Context, d *celerycompat.Delivery, rea
 	c.mu.Unlock()
 	switch {
 	case !ok:
-		return fmt.Errorf("%w: amqp: delivery %s is not held (settled already, or not from this consumer)", celerycompat.ErrBroker, d.Tag)
+		return fmt.Errorf("dead-letter %s: %w", d.Tag, ErrNotHeld)
 	case stale: // the broker delivers it again: dead-letter that delivery, not this one
 		return fmt.Errorf("dead-letter %s: %w", d.Tag, ErrStaleDelivery)
 	}

@@ -48,7 +48,8 @@
 //     correlation_id, received on the client's auto-delete reply queue (docs/amqp-wire.md §6).
 //   - A lost connection is re-established with exponential backoff. Messages delivered on the old
 //     channel are the broker's again (it redelivers them with redelivered=true); settling one of
-//     them returns an error wrapping ErrStaleDelivery.
+//     them returns an error wrapping ErrStaleDelivery. Settling a delivery twice, or one of
+//     another Consumer, returns an error wrapping ErrNotHeld and sends nothing.
 //
 // The AMQP client is github.com/rabbitmq/amqp091-go, maintained by the RabbitMQ team and the
 // client other Celery-on-Go projects use; its experimental automatic recovery is not used (the

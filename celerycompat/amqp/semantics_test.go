@@ -125,3 +125,35 @@ func TestTransportCloseEndsNext(t *testing.T) {
 		t.Fatal("Next still waiting 10 s after Transport.Close")
 	}
 }
+
+// TestSettleNotHeld: a second settlement of a delivery (or one of another consumer's delivery)
+// fails with ErrNotHeld and sends nothing. It must not wrap ErrBroker: the worker retries broker
+// errors until they succeed, and this one never would.
+func TestSettleNotHeld(t *testing.T) {
+	tr, v := newTransport(t, Config{})
+	publish(t, tr, taskMsg("celery", 1), taskMsg("celery", 2))
+	c := consume(t, tr, celerycompat.ConsumerConfig{Queues: []string{"celery"}, Prefetch: 4})
+	ds := next(t, c, 2, 10*time.Second)
+	if err := c.Ack(testCtx(t), ds[0]); err != nil {
+		t.Fatal(err)
+	}
+	other := *ds[1]
+	other.Tag = "999." + other.Tag // a tag this consumer never handed out
+	for name, settle := range map[string]func() error{
+		"ack twice":       func() error { return c.Ack(testCtx(t), ds[0]) },
+		"requeue acked":   func() error { return c.Requeue(testCtx(t), ds[0], true) },
+		"dead-letter":     func() error { return c.DeadLetter(testCtx(t), ds[0], "test") },
+		"foreign ack":     func() error { return c.Ack(testCtx(t), &other) },
+		"foreign requeue": func() error { return c.Requeue(testCtx(t), &other, false) },
+	} {
+		err := settle()
+		if !errors.Is(err, ErrNotHeld) || errors.Is(err, celerycompat.ErrBroker) {
+			t.Errorf("%s: %v; want ErrNotHeld, not ErrBroker", name, err)
+		}
+	}
+	// The channel survived (no PRECONDITION_FAILED for an unknown tag): the held one still acks.
+	if err := c.Ack(testCtx(t), ds[1]); err != nil {
+		t.Fatal(err)
+	}
+	waitQueues(t, v, func(qs map[string]celerytest.Queue) bool { return qs["celery"].Ready == 0 && qs["celery"].Unacked == 0 })
+}

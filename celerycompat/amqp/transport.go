@@ -21,6 +21,11 @@ import (
 // applied and the message is not lost.
 var ErrStaleDelivery = errors.New("celerycompat/amqp: delivery's channel is gone; the broker delivers the message again")
 
+// ErrNotHeld is wrapped by the error of a settlement (Ack, Requeue, DeadLetter) of a delivery
+// this Consumer does not hold: settled already, or delivered to another Consumer. Nothing is sent
+// to the broker, and retrying cannot succeed, so it does not wrap celerycompat.ErrBroker.
+var ErrNotHeld = errors.New("celerycompat/amqp: delivery is not held by this consumer (settled already, or from another consumer)")
+
 // ErrClosed is returned by the operations of a closed Transport or Consumer.
 var ErrClosed = errors.New("celerycompat/amqp: closed")
 
