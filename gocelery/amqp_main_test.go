@@ -70,15 +70,7 @@ func pyGetEnv(t *testing.T, peer celerytest.Peer, env []string, timeout time.Dur
 // foreign producer would.
 func rawPublish(t *testing.T, v *celerytest.VHost, q string, p amqp.Publishing) {
 	t.Helper()
-	conn, err := amqp.Dial(v.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := v.Channel(t)
 	if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}

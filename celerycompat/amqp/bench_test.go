@@ -152,7 +152,7 @@ func rawPublishRate(b *testing.B, m *celerycompat.Message, n int) float64 {
 		b.Fatal(err)
 	}
 	pub := publishing(parts)
-	ch := rawChannel(b, v.URL())
+	ch := v.Channel(b)
 	start := time.Now()
 	for range n {
 		if err := ch.PublishWithContext(ctx, "", "celery", false, false, pub); err != nil {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 	"github.com/google/uuid"
-	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/celerybridge/celerybridge/celerycompat"
 	"github.com/celerybridge/celerybridge/internal/celerytest"
@@ -183,7 +182,7 @@ func drainPython(b *testing.B, n int, args ...string) float64 {
 // drainRaw is RabbitMQ's own rate for the queue: one amqp091 consumer, prefetch 128, acking each
 // message as it comes, nothing else.
 func drainRaw(b *testing.B, n int) float64 {
-	ch := rawChannel(b, fill(b, n))
+	ch := celerytest.DialChannel(b, fill(b, n))
 	if err := ch.Qos(128, 0, false); err != nil {
 		b.Fatal(err)
 	}
@@ -202,19 +201,4 @@ func drainRaw(b *testing.B, n int) float64 {
 		}
 	}
 	return float64(n) / time.Since(start).Seconds()
-}
-
-// rawChannel is a bare amqp091 channel on its own connection to url, closed at the end of b.
-func rawChannel(b *testing.B, url string) *amqp091.Channel {
-	b.Helper()
-	conn, err := amqp091.Dial(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		b.Fatal(err)
-	}
-	return ch
 }

@@ -138,15 +138,7 @@ func TestKilledConsumerRedelivers(t *testing.T) {
 // rawPublish publishes p to queue q (declared as Celery does) bypassing the codec.
 func rawPublish(t *testing.T, v *celerytest.VHost, q string, p amqp091.Publishing) {
 	t.Helper()
-	conn, err := amqp091.Dial(v.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := v.Channel(t)
 	if err := declare(ch, (&Config{}).queue(q)); err != nil {
 		t.Fatal(err)
 	}
@@ -158,15 +150,7 @@ func rawPublish(t *testing.T, v *celerytest.VHost, q string, p amqp091.Publishin
 // getOne basic.gets one message from q.
 func getOne(t *testing.T, v *celerytest.VHost, q string) amqp091.Delivery {
 	t.Helper()
-	conn, err := amqp091.Dial(v.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := v.Channel(t)
 	d, ok, err := ch.Get(q, true)
 	if err != nil || !ok {
 		t.Fatalf("basic.get %s: ok=%v err=%v", q, ok, err)

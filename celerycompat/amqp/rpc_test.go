@@ -312,15 +312,7 @@ func TestRPCWireMatchesPython(t *testing.T) {
 // declareReplyQueue declares a plain transient queue on the default exchange.
 func declareReplyQueue(t *testing.T, v *celerytest.VHost, q string) {
 	t.Helper()
-	conn, err := amqp091.Dial(v.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := v.Channel(t)
 	if _, err := ch.QueueDeclare(q, false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -329,15 +321,7 @@ func declareReplyQueue(t *testing.T, v *celerytest.VHost, q string) {
 // getWithin polls q with basic.get until a message arrives.
 func getWithin(t *testing.T, v *celerytest.VHost, q string, d time.Duration) amqp091.Delivery {
 	t.Helper()
-	conn, err := amqp091.Dial(v.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := v.Channel(t)
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		m, ok, err := ch.Get(q, true)
 		if err != nil {
