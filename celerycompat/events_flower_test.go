@@ -2,95 +2,12 @@ package celerycompat_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	cc "github.com/celerybridge/celerybridge/celerycompat"
 	"github.com/celerybridge/celerybridge/internal/celerytest"
 )
-
-// flower is a real Flower (the venv's) watching the stack's Redis.
-type flower struct {
-	t    *testing.T
-	base string
-	log  string
-}
-
-func startFlower(t *testing.T, s *wstack) *flower {
-	t.Helper()
-	py, _ := celerytest.Python(t, celerytest.CeleryNew)
-	if err := exec.Command(py, "-c", "import flower").Run(); err != nil {
-		celerytest.Missing(t, "%s cannot import flower: %v", py, err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	f := &flower{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), log: filepath.Join(t.TempDir(), "flower.log")}
-	logFile, err := os.Create(f.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(py, "-m", "celery", "-A", "capapp", "flower", fmt.Sprintf("--port=%d", port), "--address=127.0.0.1")
-	cmd.Dir = celerytest.PythonDir(t)
-	cmd.Env = append(cmd.Environ(), "PYTHONPATH="+cmd.Dir, "BROKER_URL="+s.r.URL(0), "BACKEND_URL="+s.r.URL(1),
-		"FLOWER_UNAUTHENTICATED_API=true")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); logFile.Close(); close(exited) }()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
-	eventually(t, 60*time.Second, "flower answering HTTP", func() bool {
-		select {
-		case <-exited:
-			b, _ := os.ReadFile(f.log)
-			t.Fatalf("flower exited:\n%s", b)
-		default:
-		}
-		var v any
-		return f.tryGet("/api/workers?status=true", &v) == nil
-	})
-	return f
-}
-
-func (f *flower) tryGet(path string, dst any) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.base+path, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
-	}
-	return json.Unmarshal(body, dst)
-}
-
-// poll GETs path until cond holds on the decoded JSON, failing after timeout with the last body.
-func (f *flower) poll(path string, timeout time.Duration, what string, cond func(v map[string]any) bool) map[string]any {
-	f.t.Helper()
-	var last map[string]any
-	eventually(f.t, timeout, what, func() bool {
-		last = nil
-		return f.tryGet(path, &last) == nil && cond(last)
-	})
-	return last
-}
 
 // TestFlowerSeesGoWorker runs Flower 2.2 against a Go worker: the worker is listed online from
 // its heartbeats, Flower's inspector gets its registry and stats over remote control, Flower turns
@@ -106,9 +23,9 @@ func TestFlowerSeesGoWorker(t *testing.T) {
 	stop := runWorker(t, w)
 	ctl := s.control()
 	listening(t, ctl, node)
-	f := startFlower(t, s)
+	f := celerytest.StartFlower(t, s.r.URL(0), s.r.URL(1))
 
-	f.poll("/api/workers?status=true", 30*time.Second, "flower listing the Go worker online", func(v map[string]any) bool {
+	f.Poll("/api/workers?status=true", 30*time.Second, "flower listing the Go worker online", func(v map[string]any) bool {
 		return v[node] == true
 	})
 	eventually(t, 30*time.Second, "flower enabling task events on the Go worker", func() bool {
@@ -121,7 +38,7 @@ func TestFlowerSeesGoWorker(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tasks := f.poll("/api/tasks", 30*time.Second, "flower showing both tasks finished", func(v map[string]any) bool {
+	tasks := f.Poll("/api/tasks", 30*time.Second, "flower showing both tasks finished", func(v map[string]any) bool {
 		return obj(v[ok.ID])["state"] == "SUCCESS" && obj(v[bad.ID])["state"] == "FAILURE"
 	})
 	tests := []struct {
@@ -143,7 +60,7 @@ func TestFlowerSeesGoWorker(t *testing.T) {
 		}
 	}
 
-	workers := f.poll("/api/workers?refresh=1", 30*time.Second, "flower's inspector data for the Go worker", func(v map[string]any) bool {
+	workers := f.Poll("/api/workers?refresh=1", 30*time.Second, "flower's inspector data for the Go worker", func(v map[string]any) bool {
 		wk := obj(v[node])
 		return wk["registered"] != nil && wk["stats"] != nil && wk["active_queues"] != nil
 	})
@@ -158,7 +75,7 @@ func TestFlowerSeesGoWorker(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	f.poll("/api/workers?status=true", 30*time.Second, "flower listing the stopped Go worker offline", func(v map[string]any) bool {
+	f.Poll("/api/workers?status=true", 30*time.Second, "flower listing the stopped Go worker offline", func(v map[string]any) bool {
 		return v[node] == false
 	})
 }

@@ -77,8 +77,8 @@ func TestFlowerSeesGoWorkerOverAMQP(t *testing.T) {
 	}
 	_ = w.Register("fl.add", celerycompat.HandlerFunc(func(context.Context, *celerycompat.Request) (any, error) { return 5, nil }))
 	stop := runGoWorker(t, w)
-	f := startFlower(t, v.URL())
-	f.poll("/api/workers?status=true", 60*time.Second, "flower listing the Go worker online", func(v map[string]any) bool {
+	f := celerytest.StartFlower(t, v.URL(), "disabled://")
+	f.Poll("/api/workers?status=true", 60*time.Second, "flower listing the Go worker online", func(v map[string]any) bool {
 		return v[node] == true
 	})
 	ctl, err := celerycompat.NewControl(tr, celerycompat.ControlConfig{})
@@ -97,14 +97,14 @@ func TestFlowerSeesGoWorkerOverAMQP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tasks := f.poll("/api/tasks", 30*time.Second, "flower showing the task succeeded", func(v map[string]any) bool {
+	tasks := f.Poll("/api/tasks", 30*time.Second, "flower showing the task succeeded", func(v map[string]any) bool {
 		tk, _ := v[task.ID].(map[string]any)
 		return tk["state"] == "SUCCESS"
 	})
 	if tk := tasks[task.ID].(map[string]any); tk["name"] != "fl.add" || tk["result"] != "5" || tk["worker"] != node || tk["args"] != "(2, 3)" {
 		t.Errorf("task in flower: %v", tk)
 	}
-	workers := f.poll("/api/workers?refresh=1", 30*time.Second, "flower's inspector data for the Go worker", func(v map[string]any) bool {
+	workers := f.Poll("/api/workers?refresh=1", 30*time.Second, "flower's inspector data for the Go worker", func(v map[string]any) bool {
 		wk, _ := v[node].(map[string]any)
 		return wk["registered"] != nil && wk["stats"] != nil
 	})
@@ -114,7 +114,7 @@ func TestFlowerSeesGoWorkerOverAMQP(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	f.poll("/api/workers?status=true", 30*time.Second, "flower listing the stopped Go worker offline", func(v map[string]any) bool {
+	f.Poll("/api/workers?status=true", 30*time.Second, "flower listing the stopped Go worker offline", func(v map[string]any) bool {
 		return v[node] == false
 	})
 }
