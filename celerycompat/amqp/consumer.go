@@ -496,27 +496,38 @@ func (c *consumer) SetQueues(ctx context.Context, queues []string) error {
 }
 
 // Close stops consuming (celerycompat.Consumer): the channel closes and the broker takes back
-// every delivery not settled.
+// every delivery not settled. It waits for the broker's confirmation until ctx ends, and at most
+// 5 s (then the channel goes when the Transport closes).
 func (c *consumer) Close(ctx context.Context) error {
 	c.once.Do(func() {
 		c.cancel()
 		close(c.done)
-		c.acks.close() // the pending acks go out before the channel closes
-		c.opMu.Lock()
-		c.mu.Lock()
-		ch := c.ch
-		c.mu.Unlock()
-		if ch != nil {
-			_ = ch.Close()
-		}
-		c.opMu.Unlock()
+		// On a hung broker the channel's close waits for a close-ok until the connection dies;
+		// Close waits for it only as long as below.
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.acks.close() // the pending acks go out before the channel closes
+			c.opMu.Lock()
+			defer c.opMu.Unlock()
+			c.mu.Lock()
+			ch := c.ch
+			c.mu.Unlock()
+			if ch != nil {
+				_ = ch.Close()
+			}
+		}()
 	})
 	wait := make(chan struct{})
 	go func() { c.wg.Wait(); close(wait) }()
+	t := time.NewTimer(closeTimeout)
+	defer t.Stop()
 	select {
 	case <-wait:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("%w: amqp: the broker did not confirm the consumer's close within %v", celerycompat.ErrBroker, closeTimeout)
 	}
 }

@@ -120,3 +120,47 @@ func TestHungDialHonoursCallersContext(t *testing.T) {
 		t.Errorf("Close behind a hung dial took %v", el)
 	}
 }
+
+// TestCloseHungBroker: when the broker hangs with connections open (a paused process), the
+// Consumer's Close returns when its context ends and the Transport's Close within its bound,
+// not after the heartbeat (120 s by default) declares the connection dead.
+func TestCloseHungBroker(t *testing.T) {
+	v := newVHost(t)
+	g, u := celerytest.GateURL(t, v.URL())
+	g.Forward()
+	tr, err := New(testCtx(t), Config{URL: u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, tr, taskMsg("celery", 1))
+	c := consume(t, tr, celerycompat.ConsumerConfig{Queues: []string{"celery"}, Prefetch: 4})
+	d := next(t, c, 1, 10*time.Second)[0]
+	g.Pause()
+	// The ack goes into the hung socket; the broker will deliver the message again.
+	if err := c.Ack(testCtx(t), d); err != nil {
+		t.Fatal(err)
+	}
+	// Each Close runs aside, so that one that hangs fails the test instead of stalling it.
+	within := func(what string, limit time.Duration, close func() error) error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- close() }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(limit):
+			g.Drop() // frees the hung call, and the cleanups behind it
+			t.Fatalf("%s still waiting after %v on a hung broker", what, limit)
+			return nil
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := within("consumer Close", 3*time.Second, func() error { return c.Close(ctx) }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("consumer Close on a hung broker: %v, want DeadlineExceeded", err)
+	}
+	err = within("transport Close", closeTimeout+3*time.Second, tr.Close)
+	if !errors.Is(err, celerycompat.ErrBroker) {
+		t.Errorf("transport Close on a hung broker: %v, want ErrBroker (close-ok never came)", err)
+	}
+}

@@ -96,7 +96,13 @@ func (t *Transport) Codec() celerycompat.Codec { return t.cfg.Codec }
 // DeadLetterQueue is the name of the queue DeadLetter puts messages in.
 func (t *Transport) DeadLetterQueue() string { return t.cfg.DeadLetterQueue }
 
-// Close closes the connection. Consumers stop; what they held un-acked goes back to the queues.
+// closeTimeout bounds how long Close (of a Transport or a Consumer) waits for the broker to
+// confirm: a hung broker (a paused process keeps its TCP connections open) would otherwise hold
+// it until the heartbeat declares the connection dead, 2 to 3 heartbeats later.
+const closeTimeout = 5 * time.Second
+
+// Close closes the connection, waiting at most 5 s for the broker's confirmation (the connection
+// is closed either way). Consumers stop; what they held un-acked goes back to the queues.
 func (t *Transport) Close() error {
 	t.mu.Lock()
 	if t.closed {
@@ -109,7 +115,7 @@ func (t *Transport) Close() error {
 	if conn == nil || conn.IsClosed() {
 		return nil
 	}
-	if err := conn.Close(); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+	if err := conn.CloseDeadline(time.Now().Add(closeTimeout)); err != nil && !errors.Is(err, amqp091.ErrClosed) {
 		return fmt.Errorf("%w: amqp close: %w", celerycompat.ErrBroker, err)
 	}
 	return nil

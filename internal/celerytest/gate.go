@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Gate is a TCP proxy on a loopback port in front of a real server, for tests of a peer that is
@@ -16,6 +17,8 @@ type Gate struct {
 	ln     net.Listener
 	target string
 	mode   atomic.Int32
+	paused atomic.Bool
+	closed atomic.Bool // the test ended: a paused copy gives up
 	mu     sync.Mutex
 	conns  []net.Conn
 }
@@ -36,6 +39,7 @@ func NewGate(t testing.TB, target string) *Gate {
 	}
 	g := &Gate{ln: ln, target: target}
 	t.Cleanup(func() {
+		g.closed.Store(true)
 		_ = ln.Close()
 		g.Drop()
 	})
@@ -67,6 +71,13 @@ func (g *Gate) Hang() { g.mode.Store(gateHang) }
 
 // Forward makes new connections reach the server.
 func (g *Gate) Forward() { g.mode.Store(gateForward) }
+
+// Pause freezes the connections the gate forwards, as a paused server process (SIGSTOP) does:
+// they stay open, and nothing more passes either way until Resume.
+func (g *Gate) Pause() { g.paused.Store(true) }
+
+// Resume lets the forwarded connections' traffic through again.
+func (g *Gate) Resume() { g.paused.Store(false) }
 
 // Accepted is how many connections the gate has accepted.
 func (g *Gate) Accepted() int {
@@ -112,8 +123,27 @@ func (g *Gate) serve() {
 			g.mu.Lock()
 			g.conns = append(g.conns, up)
 			g.mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
-			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+			go func() { g.copy(up, c); _ = up.Close() }()
+			go func() { g.copy(c, up); _ = c.Close() }()
+		}
+	}
+}
+
+// copy forwards src to dst until either fails, holding what it read while the gate is paused.
+func (g *Gate) copy(dst io.Writer, src io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		for g.paused.Load() && !g.closed.Load() {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
 		}
 	}
 }
