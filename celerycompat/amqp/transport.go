@@ -296,7 +296,10 @@ func (t *Transport) declarePub(ch *amqp091.Channel, name string, dlq bool) error
 // message whose exchange is "" goes to the queue its routing key names, declared first as Celery
 // declares it; one with an exchange goes to that exchange, which must exist. Errors are per
 // message: encoding errors, refusals (a broker nack) and messages whose channel closed before
-// the confirm (the message may or may not be queued: publish again for at-least-once).
+// the confirm (the message may or may not be queued: publish again for at-least-once). So is a
+// message whose ctx ended before its confirm came: AMQP has no deadline the broker checks, so
+// unlike the Redis broker (celerycompat.ErrDeadlinePassed) a timeout never proves that nothing
+// was queued.
 func (t *Transport) PublishBatch(ctx context.Context, msgs []*celerycompat.Message) []error {
 	errs := make([]error, len(msgs))
 	confirms := make([]*amqp091.DeferredConfirmation, len(msgs))
