@@ -240,6 +240,7 @@ func sentinelFailoverRun(t *testing.T, total, waitReplicas int) {
 			}
 		}
 		t.Errorf("%d of %d cap.add tasks have no result from the Python workers: %v", missing, len(pyIDs), ids)
+		t.Logf("master switches:\n%s\ndata nodes now:\n%s", s.Switches(), s.DataNodes("py", "celery"))
 		for name, w := range pyWorkers { // what each Python worker did after the kill
 			l := w.Log()
 			t.Logf("%s log, last 3000 bytes:\n%s", name, l[max(0, len(l)-3000):])

@@ -235,3 +235,47 @@ func nodeDo(addr, cmd string, args ...any) (any, error) {
 	defer c.Close()
 	return c.Do(cmd, args...)
 }
+
+// Switches is every sentinel's record of master switches and failover starts so far
+// ("+switch-master", "+try-failover", "+odown" lines of its log), for a failing test to show
+// whether the sentinels failed over more often than it caused.
+func (s *Sentinels) Switches() string {
+	var b strings.Builder
+	for _, w := range s.Watchers {
+		log, err := os.ReadFile(filepath.Join(w.Dir, "log"))
+		if err != nil {
+			fmt.Fprintf(&b, "sentinel %s: %v\n", w.Addr(), err)
+			continue
+		}
+		for _, line := range strings.Split(string(log), "\n") {
+			if strings.Contains(line, "+switch-master") || strings.Contains(line, "+try-failover") ||
+				strings.Contains(line, "+odown") {
+				fmt.Fprintf(&b, "sentinel %s: %s\n", w.Addr(), line)
+			}
+		}
+	}
+	return b.String()
+}
+
+// DataNodes describes every data node still running: its role, and for each given list of
+// database 0 its length, and the size of database 0's "unacked" hash, so that a failing test can
+// show where messages went.
+func (s *Sentinels) DataNodes(lists ...string) string {
+	var b strings.Builder
+	for _, n := range append([]*Node{s.Master}, s.Replicas...) {
+		role, err := redis.Values(nodeDo(n.Addr(), "ROLE"))
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", n.Addr(), err)
+			continue
+		}
+		r, _ := redis.String(role[0], nil)
+		fmt.Fprintf(&b, "%s: %s", n.Addr(), r)
+		for _, l := range lists {
+			ln, err := redis.Int(nodeDo(n.Addr(), "LLEN", l))
+			fmt.Fprintf(&b, ", LLEN %s %d (%v)", l, ln, err)
+		}
+		un, err := redis.Int(nodeDo(n.Addr(), "HLEN", "unacked"))
+		fmt.Fprintf(&b, ", HLEN unacked %d (%v)\n", un, err)
+	}
+	return b.String()
+}
