@@ -136,6 +136,7 @@ type Worker struct {
 	hardStop context.CancelFunc   // cancels running handlers
 	hard     chan struct{}        // closed when Shutdown's context ends
 
+	acking sync.WaitGroup // acknowledgements under way after their task (acks_late)
 	ready  chan *inflight // prefetched messages waiting for a slot
 	slots  chan struct{}  // prefetch window
 	stats  workerStats
@@ -352,7 +353,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	close(w.ready)
 
 	drained := make(chan struct{})
-	go func() { execs.Wait(); close(drained) }()
+	go func() { execs.Wait(); w.acking.Wait(); close(drained) }()
 	err = nil
 	var timeout <-chan time.Time
 	if w.cfg.ShutdownTimeout > 0 {

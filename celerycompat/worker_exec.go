@@ -139,13 +139,21 @@ func (w *Worker) execute(ctx context.Context, it *inflight) {
 	})
 	if ok {
 		if !w.cfg.AcksEarly {
-			// The prefetch slot is freed as the ack is sent, not when it returns, so the next
-			// fetch's round trip overlaps the ack's: for one-at-a-time work that is one round
-			// trip less per task. The message stays held (refreshed) until the ack is done.
+			// The prefetch slot and the executor are freed as the ack is sent, not when it
+			// returns, as a Celery pool process takes its next task while the consumer acks: the
+			// next fetch's round trip and the next task overlap the ack's, and acks sent at the
+			// same time share one write. The message stays held (refreshed) until the ack is
+			// done; Run waits for it before it returns.
 			w.mu.Lock()
 			w.releaseSlot(it)
 			w.mu.Unlock()
-			w.ackOrLeave(ctx, it)
+			w.acking.Add(1)
+			go func() {
+				defer w.acking.Done()
+				w.ackOrLeave(ctx, it)
+				w.finish(it)
+			}()
+			return
 		}
 	} else if !w.cfg.AcksEarly {
 		// An effect did not happen: put the message back so the task runs again later.
