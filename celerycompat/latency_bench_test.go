@@ -97,7 +97,8 @@ func reportLatency(b *testing.B, prefix string, goMS, pyMS, floorMS []float64) {
 // BenchmarkIdleLatency: one task at a time from Python's send_task to an idle worker and back
 // through AsyncResult.get(); Go worker vs Python 5.7.0 worker, same producer, same run. It also
 // times the least any worker could do here (boundLatencies), which is what the producer's floor
-// becomes once something shares the two cores with it.
+// becomes once something shares the two cores with it, and the least a worker that loses nothing
+// can do (lossFreeLatencies; pipelinedLatencies, with the fetch sent ahead of the wake).
 func BenchmarkIdleLatency(b *testing.B) {
 	celerytest.Python(b, celerytest.CeleryNew)
 	n := strconv.Itoa(latencyRounds)
@@ -106,10 +107,20 @@ func BenchmarkIdleLatency(b *testing.B) {
 		pyMS := pyWorkerLatencies(b, "--count", n)
 		floor := pyLatencies(b, benchStack(b), "--count", n, "--floor")
 		bound := boundLatencies(b, "--count", n)
+		lossFree := lossFreeLatencies(b, "--count", n)
+		piped := pipelinedLatencies(b, "--count", n)
 		b.ReportMetric(percentile(bound, 0.5), "bound_p50_ms")
 		b.ReportMetric(percentile(bound, 0.95), "bound_p95_ms")
+		b.ReportMetric(percentile(lossFree, 0.5), "lossfree_p50_ms")
+		b.ReportMetric(percentile(lossFree, 0.95), "lossfree_p95_ms")
+		b.ReportMetric(percentile(piped, 0.5), "pipelined_p50_ms")
+		b.ReportMetric(percentile(piped, 0.95), "pipelined_p95_ms")
 		b.Logf("least-work bound (BRPOP, read the id, SETEX+PUBLISH in one round trip): p50 %.2f ms p95 %.2f ms",
 			percentile(bound, 0.5), percentile(bound, 0.95))
+		b.Logf("least-work loss-free (BLMOVE wake, then the atomic fetch, SETEX+PUBLISH, ack): p50 %.2f ms p95 %.2f ms",
+			percentile(lossFree, 0.5), percentile(lossFree, 0.95))
+		b.Logf("the same with the fetch pipelined behind the wait: p50 %.2f ms p95 %.2f ms",
+			percentile(piped, 0.5), percentile(piped, 0.95))
 		reportLatency(b, "", goMS, pyMS, floor)
 	}
 }
