@@ -3,7 +3,6 @@ package celerycompat_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -123,55 +122,6 @@ func BenchmarkIdleLatency(b *testing.B) {
 			percentile(piped, 0.5), percentile(piped, 0.95))
 		reportLatency(b, "", goMS, pyMS, floor)
 	}
-}
-
-// boundLatencies times latency.py against the least a worker can do for a task: BRPOP the
-// message (Celery's own pop, which records nothing un-acked and so may lose it), read its id,
-// and store a SUCCESS result with SETEX and PUBLISH in one round trip. No body decode, no ack, no
-// hooks, no result encoding: no real worker does less, so its latency bounds any worker's on
-// this machine.
-func boundLatencies(b *testing.B, args ...string) []float64 {
-	s := benchStack(b)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		broker, backend := s.r.Pool(0).Get(), s.r.Pool(1).Get()
-		defer broker.Close()
-		defer backend.Close()
-		for ctx.Err() == nil {
-			reply, err := redis.ByteSlices(broker.Do("BRPOP", "celery", 1))
-			if errors.Is(err, redis.ErrNil) {
-				continue // the second passed
-			}
-			if err != nil {
-				if ctx.Err() == nil {
-					b.Errorf("bound worker: BRPOP: %v", err)
-				}
-				return
-			}
-			var env struct {
-				Headers struct {
-					ID string `json:"id"`
-				} `json:"headers"`
-			}
-			if json.Unmarshal(reply[1], &env) != nil {
-				b.Errorf("bound worker: not an envelope: %.200s", reply[1])
-				return
-			}
-			key := "celery-task-meta-" + env.Headers.ID
-			meta := `{"status": "SUCCESS", "result": null, "traceback": null, "children": [], ` +
-				`"date_done": null, "task_id": "` + env.Headers.ID + `"}`
-			_ = backend.Send("SETEX", key, 3600, meta)
-			_ = backend.Send("PUBLISH", key, meta)
-			if _, err := backend.Do(""); err != nil {
-				b.Errorf("bound worker: store: %v", err)
-				return
-			}
-		}
-	}()
-	defer func() { cancel(); <-done }()
-	return pyLatencies(b, s, args...)
 }
 
 // BenchmarkChainLatency: a 10-step chain sent from Python, each step run by the worker; the
