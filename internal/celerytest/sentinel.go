@@ -264,6 +264,9 @@ func (s *Sentinels) DataNodes(lists ...string) string {
 	var b strings.Builder
 	for _, n := range append([]*Node{s.Master}, s.Replicas...) {
 		role, err := redis.Values(nodeDo(n.Addr(), "ROLE"))
+		if err == nil && len(role) == 0 {
+			err = fmt.Errorf("empty ROLE reply")
+		}
 		if err != nil {
 			fmt.Fprintf(&b, "%s: %v\n", n.Addr(), err)
 			continue
